@@ -1,0 +1,248 @@
+"""Named data files: where they come from, how they are checked, and where they are cached.
+
+Every chapter asks for its data by name (``fetch("tinystories-sample")``) and gets a local path.
+The file is looked up in the cache directory first; only when it is missing is it downloaded,
+into a temporary file that is renamed into the cache only after its size and SHA-256 match.
+So a crash, a corrupted transfer or a wrong server never leaves a bad file behind.
+
+The cache directory is ``$LMCORE_CACHE_DIR`` when set (CI points it at a folder of offline
+copies), else ``~/.cache/lmcore`` (or ``$XDG_CACHE_HOME/lmcore``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+__all__ = ["DataFile", "DataError", "REGISTRY", "cache_dir", "fetch", "sha256_of"]
+
+_HF = "https://huggingface.co"
+_TS = f"{_HF}/datasets/roneneldan/TinyStories/resolve/main"
+_GPT2 = f"{_HF}/openai-community/gpt2/resolve/main"
+
+
+class DataError(RuntimeError):
+    """A named file could not be provided; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One named file.
+
+    ``byte_range`` (first, last), inclusive like HTTP's ``Range: bytes=first-last``, asks the
+    server for a slice of ``url`` instead of the whole file. ``size`` and ``sha256`` are checked
+    when known; ``None`` means the publisher gives none and the file is taken as it arrives.
+    """
+
+    name: str
+    filename: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    byte_range: tuple[int, int] | None = None
+    description: str = ""
+
+
+REGISTRY: dict[str, DataFile] = {
+    f.name: f
+    for f in [
+        DataFile(
+            "tinystories-sample",
+            "tinystories-v1-train-first-2mib.txt",
+            f"{_TS}/TinyStories-train.txt",
+            size=2_097_152,
+            sha256="5352b299dcb1a32898b2d779b145b5a05f3e1265953fd21c264c9f9f9c9ae33d",
+            byte_range=(0, 2_097_151),
+            description="first 2 MiB of TinyStories v1 train; ends mid-story",
+        ),
+        DataFile(
+            "tinystories-valid-sample",
+            "tinystories-v1-valid-sample.txt",
+            f"{_TS}/TinyStories-valid.txt",
+            size=794_375,
+            sha256="5fc1fb0113df62b567fb271806cd645ce8d75f59c58ca0b764c03d3b6ff34ca6",
+            byte_range=(0, 794_374),
+            description="start of TinyStories v1 validation split",
+        ),
+        DataFile(
+            "tinystories-train",
+            "TinyStoriesV2-GPT4-train.txt",
+            f"{_TS}/TinyStoriesV2-GPT4-train.txt",
+            description="full TinyStories V2 (GPT-4) training file, about 2.1 GB",
+        ),
+        DataFile(
+            "tinystories-valid",
+            "TinyStoriesV2-GPT4-valid.txt",
+            f"{_TS}/TinyStoriesV2-GPT4-valid.txt",
+            description="full TinyStories V2 (GPT-4) validation file, about 22 MB",
+        ),
+        DataFile(
+            "gpt2-vocab",
+            "gpt2-vocab.json",
+            f"{_GPT2}/vocab.json",
+            size=1_042_301,
+            sha256="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+            description="GPT-2's byte-level BPE vocabulary",
+        ),
+        DataFile(
+            "gpt2-merges",
+            "gpt2-merges.txt",
+            f"{_GPT2}/merges.txt",
+            # The published file starts with a '#version' line; the checked copy has none.
+            # Both load (see lmcore.tokenizer.load_gpt2), so only the copy's checksum is pinned.
+            size=None,
+            sha256=None,
+            description="GPT-2's 50,000 merges",
+        ),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """The folder that holds downloaded files: ``$LMCORE_CACHE_DIR``, else the user cache."""
+    env = os.environ.get("LMCORE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lmcore"
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _lookup(name: str | DataFile) -> DataFile:
+    if isinstance(name, DataFile):
+        return name
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise DataError(f"unknown data file {name!r}; known names: {known}") from None
+
+
+def _check(entry: DataFile, path: Path) -> str | None:
+    """Return what is wrong with ``path`` as ``entry``, or None when it checks out."""
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        return f"size {size:,} bytes, expected {entry.size:,}"
+    if entry.sha256 is not None:
+        digest = sha256_of(path)
+        if digest != entry.sha256:
+            return f"sha256 {digest}, expected {entry.sha256}"
+    return None
+
+
+def fetch(
+    name: str | DataFile,
+    *,
+    directory: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Return a local path to the named file, downloading it into the cache if needed.
+
+    A file already in the cache is trusted by size (a full hash of a 2 GB file on every call
+    would be slow); a download is checked by size and SHA-256 before it enters the cache.
+    ``progress`` defaults to a bar when stderr is a terminal.
+    """
+    entry = _lookup(name)
+    folder = Path(directory) if directory is not None else cache_dir()
+    target = folder / entry.filename
+    if target.exists():
+        if entry.size is not None and target.stat().st_size != entry.size:
+            raise DataError(
+                f"{entry.name}: cached file {target} has {target.stat().st_size:,} bytes, "
+                f"expected {entry.size:,}; delete it and call fetch({entry.name!r}) again"
+            )
+        return target
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"{entry.name}: {target} is not there and the cache folder cannot be created ({e}); "
+            "set LMCORE_CACHE_DIR to a writable folder or to one that holds the file"
+        ) from e
+    if progress is None:
+        progress = sys.stderr.isatty()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _download(entry, out, progress=progress, timeout=timeout)
+        problem = _check(entry, tmp)
+        if problem is not None:
+            raise DataError(
+                f"{entry.name}: download from {entry.url} failed its check ({problem}); "
+                "nothing was saved. Try again later; if it persists the file has changed upstream"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _download(entry: DataFile, out, *, progress: bool, timeout: float) -> None:
+    headers = {"User-Agent": "lmcore"}
+    if entry.byte_range is not None:
+        first, last = entry.byte_range
+        headers["Range"] = f"bytes={first}-{last}"
+    request = urllib.request.Request(entry.url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataError(
+            f"{entry.name}: could not download {entry.url} ({reason}). If this machine is offline, "
+            f"copy {entry.filename} into {cache_dir()} by hand or point LMCORE_CACHE_DIR at a "
+            "folder that holds it"
+        ) from e
+    with response:
+        if entry.byte_range is not None and response.status != 206:
+            raise DataError(
+                f"{entry.name}: the server ignored the byte range request (HTTP {response.status}); "
+                "nothing was saved"
+            )
+        length = response.headers.get("Content-Length")
+        total = int(length) if length is not None else entry.size
+        with tqdm(total=total, unit="B", unit_scale=True, desc=entry.filename, disable=not progress) as bar:
+            while block := response.read(1 << 16):
+                out.write(block)
+                bar.update(len(block))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lmcore fetch NAME...`` downloads (or finds) files; ``list`` lists them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lmcore", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the named files")
+    get = sub.add_parser("fetch", help="make sure the named files are in the cache")
+    get.add_argument("names", nargs="+")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for entry in REGISTRY.values():
+            print(f"{entry.name:26} {entry.filename:38} {entry.description}")
+        return 0
+    try:
+        for n in args.names:
+            print(f"{n}: {fetch(n)}")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

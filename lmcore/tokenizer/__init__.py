@@ -1,0 +1,23 @@
+"""Byte-level BPE: training (:func:`train_bpe`) and the tokenizer (:class:`Tokenizer`).
+
+``pretokenize`` cuts text, ``train`` learns merges, ``tokenizer`` applies them, and ``gpt2``
+reads and writes GPT-2's file format.
+"""
+
+from .gpt2 import bytes_to_unicode, read_vocab_merges, write_vocab_merges
+from .pretokenize import GPT2_PATTERN, count_pretokens, find_chunk_boundaries
+from .tokenizer import Tokenizer, load_gpt2
+from .train import merge_pretokens, train_bpe
+
+__all__ = [
+    "GPT2_PATTERN",
+    "Tokenizer",
+    "bytes_to_unicode",
+    "count_pretokens",
+    "find_chunk_boundaries",
+    "load_gpt2",
+    "merge_pretokens",
+    "read_vocab_merges",
+    "train_bpe",
+    "write_vocab_merges",
+]

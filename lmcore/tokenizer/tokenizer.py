@@ -1,0 +1,278 @@
+"""The BPE tokenizer: text to ids and back.
+
+Encoding replays the training: split out special tokens, pre-tokenize, then inside each
+pre-token apply merges in the order they were learned (lowest rank first). Natural text
+repeats its words, so a cache from pre-token to ids does most of the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import regex
+from tqdm import tqdm
+
+from . import gpt2
+from .pretokenize import PRETOKEN_RE, find_chunk_boundaries, special_token_re, split_special, worker_pool
+
+__all__ = ["Tokenizer", "load_gpt2"]
+
+FORMAT = "lmcore-bpe"
+FORMAT_VERSION = 1
+_LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer built from ``vocab`` (id -> bytes), ``merges`` and special tokens.
+
+    Special tokens missing from ``vocab`` are appended with new ids. Every merge must name two
+    tokens of the vocabulary whose concatenation is also in it, else ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        vocab: dict[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] | None = None,
+        *,
+        cache_size: int = 1 << 17,
+    ) -> None:
+        self.vocab: dict[int, bytes] = dict(vocab)
+        self.merges: list[tuple[bytes, bytes]] = list(merges)
+        ids = {}
+        for i, token in self.vocab.items():
+            ids.setdefault(token, i)
+        missing = [b for b in range(256) if bytes([b]) not in ids]
+        if missing:
+            raise ValueError(f"vocab lacks {len(missing)} of the 256 single bytes (first: {missing[0]}); not a byte-level vocab")
+        self._byte_ids = [ids[bytes([b])] for b in range(256)]
+        self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, (a, b) in enumerate(self.merges):
+            for part in (a, b, a + b):
+                if part not in ids:
+                    raise ValueError(f"merge {rank} ({a!r}, {b!r}): {part!r} is not in the vocabulary; vocab and merges disagree")
+            self._ranks[(ids[a], ids[b])] = (rank, ids[a + b])
+        self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or ()))
+        self.special_ids: dict[str, int] = {}
+        for s in self.special_tokens:
+            token = s.encode("utf-8")
+            if token not in ids:
+                ids[token] = max(self.vocab) + 1
+                self.vocab[ids[token]] = token
+            self.special_ids[s] = ids[token]
+        self._special_re = special_token_re(self.special_tokens)
+        self._longest_special = max((len(s) for s in self.special_tokens), default=0)
+        self._cache: dict[str, list[int]] = {}
+        self._cache_size = cache_size
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id (ids index an embedding table)."""
+        return max(self.vocab) + 1
+
+    # -- encoding -----------------------------------------------------------------------------
+    def _bpe(self, pretoken: str) -> list[int]:
+        """Apply the merges to one pre-token, lowest rank first."""
+        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
+        ranks = self._ranks
+        while len(ids) > 1:
+            best = None
+            for pair in zip(ids, ids[1:]):
+                found = ranks.get(pair)
+                if found is not None and (best is None or found[0] < best[0]):
+                    best, best_pair = found, pair
+            if best is None:
+                break
+            a, b = best_pair
+            new = best[1]
+            merged = []
+            i = 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+                    merged.append(new)
+                    i += 2
+                else:
+                    merged.append(ids[i])
+                    i += 1
+            ids = merged
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special tokens become their single ids (longest match wins)."""
+        out: list[int] = []
+        cache = self._cache
+        for piece, is_special in split_special(text, self._special_re):
+            if is_special:
+                out.append(self.special_ids[piece])
+                continue
+            for word in PRETOKEN_RE.findall(piece):
+                ids = cache.get(word)
+                if ids is None:
+                    if len(cache) >= self._cache_size:
+                        cache.clear()
+                    ids = cache[word] = self._bpe(word)
+                out.extend(ids)
+        return out
+
+    def _safe_cut(self, text: str) -> int:
+        """The last offset where ``text`` can be cut without changing how it encodes (0: none).
+
+        A cut between a non-space and a space is a pre-token boundary whatever follows, as
+        long as it is not inside a special token, nor so near the end that one may be arriving.
+        """
+        limit = len(text) - self._longest_special
+        while limit > 0:
+            m = _LAST_CUT.search(text, 0, limit + 1)
+            if m is None:
+                return 0
+            cut = m.end()
+            inside = None
+            if self._special_re is not None:
+                lo = max(0, cut - self._longest_special)
+                hits = self._special_re.finditer(text, lo, cut + self._longest_special)
+                inside = next((s for s in hits if s.start() < cut < s.end()), None)
+            if inside is None:
+                return cut
+            limit = inside.start() - 1
+        return 0
+
+    def encode_iterable(self, iterable: Iterable[str], buffer_chars: int = 1 << 16) -> Iterator[int]:
+        """Yield the ids of the concatenated strings (a text file handle, say) lazily.
+
+        Text is buffered until about ``buffer_chars`` characters, then encoded up to the last
+        safe cut, so memory stays bounded however long the input is, and the ids equal
+        ``encode("".join(iterable))``.
+        """
+        parts: list[str] = []
+        held = 0
+        for chunk in iterable:
+            parts.append(chunk)
+            held += len(chunk)
+            if held >= buffer_chars:
+                text = "".join(parts)
+                cut = self._safe_cut(text)
+                if cut:
+                    yield from self.encode(text[:cut])
+                    text = text[cut:]
+                parts, held = [text], len(text)
+        if parts:
+            yield from self.encode("".join(parts))
+
+    # -- decoding -----------------------------------------------------------------------------
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes the ids stand for; an id outside the vocabulary raises ``ValueError``."""
+        try:
+            return b"".join(self.vocab[i] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"unknown token id {e.args[0]!r}: this vocabulary has ids 0..{self.vocab_size - 1}") from None
+        except TypeError as e:
+            raise ValueError(f"token ids must be integers ({e})") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one JSON file: format tag, special tokens, vocab and merges in GPT-2's byte alphabet."""
+        data = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "special_tokens": self.special_tokens,
+            "vocab": {gpt2.to_text(t): i for i, t in sorted(self.vocab.items())},
+            "merges": [f"{gpt2.to_text(a)} {gpt2.to_text(b)}" for a, b in self.merges],
+        }
+        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """Read a file written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not an lmcore tokenizer file ({e})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not an lmcore tokenizer file (no \"format\": \"{FORMAT}\")")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: tokenizer format version {data.get('version')}, this lmcore reads {FORMAT_VERSION}")
+        vocab = {int(i): gpt2.from_text(t, str(path)) for t, i in data["vocab"].items()}
+        merges = []
+        for line in data["merges"]:
+            a, b = line.split(" ")
+            merges.append((gpt2.from_text(a, str(path)), gpt2.from_text(b, str(path))))
+        return cls(vocab, merges, data["special_tokens"])
+
+    @classmethod
+    def from_files(
+        cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike, special_tokens: Sequence[str] | None = None
+    ) -> Tokenizer:
+        """Build from GPT-2-style ``vocab.json`` and ``merges.txt``."""
+        vocab, merges = gpt2.read_vocab_merges(vocab_path, merges_path)
+        return cls(vocab, merges, special_tokens)
+
+    def encode_file(
+        self,
+        input_path: str | os.PathLike,
+        output_path: str | os.PathLike,
+        *,
+        num_workers: int = 1,
+        chunk_bytes: int = 1 << 21,
+        progress: bool = False,
+    ) -> int:
+        """Encode a UTF-8 text file to a flat ``uint16`` array on disk; returns the number of tokens.
+
+        Chunks are cut at the first special token and encoded in ``num_workers`` processes;
+        results are written in file order. ``uint16`` holds ids below 65,536, two bytes a token.
+        """
+        if self.vocab_size > 1 << 16:
+            raise ValueError(f"vocab of {self.vocab_size} ids does not fit uint16")
+        size = os.path.getsize(input_path)
+        split = self.special_tokens[0].encode("utf-8") if self.special_tokens else b"\n"
+        bounds = find_chunk_boundaries(input_path, max(num_workers, -(-size // chunk_bytes)), split)
+        jobs = [(os.fspath(input_path), a, b) for a, b in zip(bounds, bounds[1:])]
+        output_path = Path(output_path)
+        tmp = output_path.with_name(output_path.name + ".part")
+        n = 0
+        with open(tmp, "wb") as out, tqdm(total=size, unit="B", unit_scale=True, desc="encode", disable=not progress) as bar:
+            if num_workers == 1:
+                _init_worker(self)
+                results = map(_encode_chunk, jobs)
+                for (_, a, b), arr in zip(jobs, results):
+                    out.write(arr.tobytes())
+                    n += arr.size
+                    bar.update(b - a)
+            else:
+                with worker_pool(num_workers, _init_worker, (self,)) as pool:
+                    for (_, a, b), arr in zip(jobs, pool.imap(_encode_chunk, jobs)):
+                        out.write(arr.tobytes())
+                        n += arr.size
+                        bar.update(b - a)
+        os.replace(tmp, output_path)
+        return n
+
+
+_WORKER: Tokenizer | None = None
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _WORKER
+    _WORKER = tokenizer
+
+
+def _encode_chunk(job: tuple[str, int, int]) -> np.ndarray:
+    path, start, end = job
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = f.read(end - start).decode("utf-8", errors="replace")
+    return np.asarray(_WORKER.encode(text), dtype=np.uint16)
+
+
+def load_gpt2(special_tokens: Sequence[str] = ("<|endoftext|>",)) -> Tokenizer:
+    """GPT-2's tokenizer from its published vocab and merges (fetched into the data cache)."""
+    from ..data import fetch
+
+    return Tokenizer.from_files(fetch("gpt2-vocab"), fetch("gpt2-merges"), special_tokens)

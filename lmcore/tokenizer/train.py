@@ -1,0 +1,146 @@
+"""Training byte-level BPE.
+
+Start from the 256 byte values; repeatedly merge the most frequent adjacent pair of tokens,
+counted inside pre-tokens and weighted by how often each pre-token occurs. Ties go to the
+lexicographically greater pair of byte strings, which makes the result deterministic.
+
+A naive trainer recounts every pair after every merge. This one keeps the pair counts, an
+index from each pair to the words that contain it, and a heap of candidate pairs. A merge
+touches only the words that contain the merged pair; heap entries whose count has since
+changed are skipped when they surface ("lazy invalidation").
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from tqdm import tqdm
+
+from .pretokenize import count_pretokens
+
+__all__ = ["train_bpe", "merge_pretokens"]
+
+Vocab = dict[int, bytes]
+Merges = list[tuple[bytes, bytes]]
+
+
+def _descending_key(token: bytes) -> bytes:
+    """A key whose ascending order is the descending order of ``token``.
+
+    Each byte b becomes (1, 255 - b) and the string ends in 2, so a prefix sorts after its
+    extensions, exactly reversing bytes' own order. Heaps pop their smallest entry, and a
+    tie in count must go to the greater pair.
+    """
+    return bytes(x for b in token for x in (1, 255 - b)) + b"\x02"
+
+
+def merge_pretokens(
+    pretoken_counts: Mapping[str, int],
+    vocab_size: int,
+    special_tokens: Sequence[str] = (),
+    *,
+    progress: bool = False,
+) -> tuple[Vocab, Merges]:
+    """Learn merges from counted pre-tokens.
+
+    Ids: 0-255 are the bytes, then the special tokens in the order given, then one id per merge.
+    Returns ``(vocab, merges)``; ``len(vocab) <= vocab_size`` (fewer when no pair is left to merge).
+    """
+    specials = list(dict.fromkeys(special_tokens))
+    vocab: Vocab = {i: bytes([i]) for i in range(256)}
+    for s in specials:
+        vocab[len(vocab)] = s.encode("utf-8")
+    if vocab_size < len(vocab):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens")
+    keys = [_descending_key(vocab[i]) for i in range(len(vocab))]
+
+    words: list[list[int]] = []
+    freqs: list[int] = []
+    for word, n in pretoken_counts.items():
+        ids = list(word.encode("utf-8"))
+        if len(ids) > 1:
+            words.append(ids)
+            freqs.append(n)
+
+    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for i, (w, n) in enumerate(zip(words, freqs)):
+        for pair in zip(w, w[1:]):
+            pair_counts[pair] += n
+            where[pair].add(i)
+    heap = [(-n, keys[a], keys[b], a, b) for (a, b), n in pair_counts.items()]
+    heapq.heapify(heap)
+
+    merges: Merges = []
+    n_merges = vocab_size - len(vocab)
+    bar = tqdm(total=n_merges, desc="merge", unit="merge", disable=not progress)
+    while len(merges) < n_merges and heap:
+        neg, _, _, a, b = heapq.heappop(heap)
+        if pair_counts.get((a, b), 0) != -neg:
+            continue  # stale: this pair's count changed after the entry was pushed
+        new = len(vocab)
+        vocab[new] = vocab[a] + vocab[b]
+        keys.append(_descending_key(vocab[new]))
+        merges.append((vocab[a], vocab[b]))
+        bar.update()
+
+        delta: dict[tuple[int, int], int] = defaultdict(int)
+        for i in where.pop((a, b)):
+            w, n = words[i], freqs[i]
+            merged: list[int] = []
+            j = 0
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+                    merged.append(new)
+                    j += 2
+                else:
+                    merged.append(w[j])
+                    j += 1
+            old_pairs = list(zip(w, w[1:]))
+            new_pairs = list(zip(merged, merged[1:]))
+            for p in old_pairs:
+                delta[p] -= n
+            for p in new_pairs:
+                delta[p] += n
+            for p in set(old_pairs).difference(new_pairs):
+                if p != (a, b):
+                    where[p].discard(i)
+            for p in new_pairs:
+                where[p].add(i)
+            words[i] = merged
+        del pair_counts[(a, b)]
+        delta.pop((a, b), None)
+        for p, d in delta.items():
+            if d == 0:
+                continue
+            count = pair_counts[p] + d
+            if count > 0:
+                pair_counts[p] = count
+                heapq.heappush(heap, (-count, keys[p[0]], keys[p[1]], p[0], p[1]))
+            else:
+                del pair_counts[p]
+                where.pop(p, None)
+    bar.close()
+    return vocab, merges
+
+
+def train_bpe(
+    input_path: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: Sequence[str] = ("<|endoftext|>",),
+    *,
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> tuple[Vocab, Merges]:
+    """Train a byte-level BPE tokenizer on a UTF-8 text file.
+
+    Pre-tokens are counted in ``num_workers`` processes (default: all cores), then merged.
+    Returns ``vocab`` (id -> bytes) and ``merges`` (in the order they were learned).
+    """
+    if vocab_size < 256 + len(set(special_tokens)):
+        raise ValueError(f"vocab_size {vocab_size} cannot hold the 256 bytes and the special tokens")
+    counts = count_pretokens(input_path, list(special_tokens), num_workers=num_workers, progress=progress)
+    return merge_pretokens(counts, vocab_size, special_tokens, progress=progress)
