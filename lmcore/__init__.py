@@ -6,22 +6,45 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.unicode`: what encodings cost, and how UTF-8 marks character lengths.
 - :mod:`lmcore.tokenizer`: byte-level BPE training and the tokenizer.
 - :mod:`lmcore.device`: device choice and repeatable runs.
+
+Names are imported on first use, so ``import lmcore.tokenizer`` does not load PyTorch.
 """
 
-from . import data, unicode
-from .data import DataError, fetch
-from .device import pick_device, set_determinism
-from .tokenizer import Tokenizer, load_gpt2, train_bpe
+from __future__ import annotations
 
-__all__ = [
-    "DataError",
-    "Tokenizer",
-    "data",
-    "fetch",
-    "load_gpt2",
-    "pick_device",
-    "set_determinism",
-    "train_bpe",
-    "unicode",
-]
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "DataError": "data",
+    "fetch": "data",
+    "pick_device": "device",
+    "set_determinism": "device",
+    "Tokenizer": "tokenizer",
+    "load_gpt2": "tokenizer",
+    "train_bpe": "tokenizer",
+}
+_MODULES = ["data", "device", "tokenizer", "unicode"]
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'lmcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from . import data, device, tokenizer, unicode  # noqa: F401
+    from .data import DataError, fetch  # noqa: F401
+    from .device import pick_device, set_determinism  # noqa: F401
+    from .tokenizer import Tokenizer, load_gpt2, train_bpe  # noqa: F401

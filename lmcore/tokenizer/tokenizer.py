@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,18 @@ __all__ = ["Tokenizer", "load_gpt2"]
 FORMAT = "lmcore-bpe"
 FORMAT_VERSION = 1
 _LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
+
+
+class _PretokenCache(dict):
+    """pre-token -> ids; a miss runs BPE once. Lookups then stay in C (``map`` over ``__getitem__``)."""
+
+    def __init__(self, bpe) -> None:
+        super().__init__()
+        self._bpe = bpe
+
+    def __missing__(self, pretoken: str) -> list[int]:
+        ids = self[pretoken] = self._bpe(pretoken)
+        return ids
 
 
 class Tokenizer:
@@ -66,7 +79,7 @@ class Tokenizer:
             self.special_ids[s] = ids[token]
         self._special_re = special_token_re(self.special_tokens)
         self._longest_special = max((len(s) for s in self.special_tokens), default=0)
-        self._cache: dict[str, list[int]] = {}
+        self._cache = _PretokenCache(self._bpe)
         self._cache_size = cache_size
 
     @property
@@ -104,18 +117,14 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; special tokens become their single ids (longest match wins)."""
         out: list[int] = []
-        cache = self._cache
+        lookup = self._cache.__getitem__  # computes and stores misses (see _PretokenCache)
         for piece, is_special in split_special(text, self._special_re):
             if is_special:
                 out.append(self.special_ids[piece])
-                continue
-            for word in PRETOKEN_RE.findall(piece):
-                ids = cache.get(word)
-                if ids is None:
-                    if len(cache) >= self._cache_size:
-                        cache.clear()
-                    ids = cache[word] = self._bpe(word)
-                out.extend(ids)
+            else:
+                out.extend(chain.from_iterable(map(lookup, PRETOKEN_RE.findall(piece))))
+                if len(self._cache) > self._cache_size:
+                    self._cache.clear()
         return out
 
     def _safe_cut(self, text: str) -> int:

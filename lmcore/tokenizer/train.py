@@ -43,11 +43,13 @@ def merge_pretokens(
     special_tokens: Sequence[str] = (),
     *,
     progress: bool = False,
+    merge_counts: list[int] | None = None,
 ) -> tuple[Vocab, Merges]:
     """Learn merges from counted pre-tokens.
 
     Ids: 0-255 are the bytes, then the special tokens in the order given, then one id per merge.
     Returns ``(vocab, merges)``; ``len(vocab) <= vocab_size`` (fewer when no pair is left to merge).
+    If ``merge_counts`` is a list, the count of each merged pair is appended to it, in merge order.
     """
     specials = list(dict.fromkeys(special_tokens))
     vocab: Vocab = {i: bytes([i]) for i in range(256)}
@@ -85,6 +87,8 @@ def merge_pretokens(
         vocab[new] = vocab[a] + vocab[b]
         keys.append(_descending_key(vocab[new]))
         merges.append((vocab[a], vocab[b]))
+        if merge_counts is not None:
+            merge_counts.append(-neg)
         bar.update()
 
         delta: dict[tuple[int, int], int] = defaultdict(int)
