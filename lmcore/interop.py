@@ -1,0 +1,121 @@
+"""Moving weights between ``TransformerLM`` and Hugging Face ``LlamaForCausalLM``.
+
+The two models compute the same function: pre-norm RMSNorm blocks, SwiGLU, RoPE, untied LM head,
+no biases. Two differences need care. Names differ (``w1`` is Llama's ``gate_proj``, ``w3`` its
+``up_proj``, ``w2`` its ``down_proj``). And RoPE pairs differ: we rotate dimensions (2k, 2k+1) of
+each head, Llama rotates (k, k + d/2). Reordering the rows of the q and k projections inside each
+head, evens first then odds, turns one convention into the other; q.k is unchanged because both
+sides are permuted alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .model import ModelConfig, TransformerLM
+
+__all__ = ["to_llama_config", "to_llama", "from_llama"]
+
+
+def to_llama_config(config: ModelConfig):
+    """The ``LlamaConfig`` of the same shape; only pre-norm, RoPE, SwiGLU models have one."""
+    from transformers import LlamaConfig
+
+    if (config.norm, config.position, config.ffn) != ("pre", "rope", "swiglu"):
+        raise ValueError("only pre-norm, RoPE, SwiGLU models map onto Llama")
+    return LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.d_model,
+        intermediate_size=config.d_ff,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.context_length,
+        rms_norm_eps=config.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+    )
+
+
+def _interleaved_to_halves(w: Tensor, num_heads: int) -> Tensor:
+    d_model, d_in = w.shape
+    d_head = d_model // num_heads
+    order = torch.cat([torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)])
+    return w.view(num_heads, d_head, d_in)[:, order].reshape(d_model, d_in)
+
+
+def _halves_to_interleaved(w: Tensor, num_heads: int) -> Tensor:
+    d_model, d_in = w.shape
+    d_head = d_model // num_heads
+    order = torch.cat([torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)])
+    inverse = torch.argsort(order)
+    return w.view(num_heads, d_head, d_in)[:, inverse].reshape(d_model, d_in)
+
+
+def _names(i: int) -> dict[str, str]:
+    """our key -> Llama key, for layer i."""
+    ours, theirs = f"layers.{i}.", f"model.layers.{i}."
+    return {
+        ours + "ln1.weight": theirs + "input_layernorm.weight",
+        ours + "attn.q_proj.weight": theirs + "self_attn.q_proj.weight",
+        ours + "attn.k_proj.weight": theirs + "self_attn.k_proj.weight",
+        ours + "attn.v_proj.weight": theirs + "self_attn.v_proj.weight",
+        ours + "attn.output_proj.weight": theirs + "self_attn.o_proj.weight",
+        ours + "ln2.weight": theirs + "post_attention_layernorm.weight",
+        ours + "ffn.w1.weight": theirs + "mlp.gate_proj.weight",
+        ours + "ffn.w2.weight": theirs + "mlp.down_proj.weight",
+        ours + "ffn.w3.weight": theirs + "mlp.up_proj.weight",
+    }
+
+
+def _key_map(config: ModelConfig) -> dict[str, str]:
+    keys = {"token_embeddings.weight": "model.embed_tokens.weight", "ln_final.weight": "model.norm.weight",
+            "lm_head.weight": "lm_head.weight"}
+    for i in range(config.num_layers):
+        keys.update(_names(i))
+    return keys
+
+
+def to_llama(model: TransformerLM, attn_implementation: str = "eager"):
+    """A ``LlamaForCausalLM`` with ``model``'s weights (float32 copies)."""
+    from transformers import LlamaForCausalLM
+
+    config = model.config
+    llama = LlamaForCausalLM(to_llama_config(config)).to(dtype=next(model.parameters()).dtype)
+    llama.config._attn_implementation = attn_implementation
+    ours = model.state_dict()
+    state = {}
+    for mine, theirs in _key_map(config).items():
+        w = ours[mine].detach().clone()
+        if mine.endswith(("q_proj.weight", "k_proj.weight")):
+            w = _interleaved_to_halves(w, config.num_heads)
+        state[theirs] = w
+    llama.load_state_dict(state, strict=True)
+    return llama.eval()
+
+
+def from_llama(llama) -> TransformerLM:
+    """A ``TransformerLM`` with the weights of a ``LlamaForCausalLM`` (multi-head, no grouped KV)."""
+    c = llama.config
+    if c.num_key_value_heads != c.num_attention_heads:
+        raise ValueError("grouped-query attention (num_key_value_heads < num_attention_heads) has no lmcore equivalent")
+    theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", 10_000.0))
+    config = ModelConfig(
+        vocab_size=c.vocab_size, context_length=c.max_position_embeddings, d_model=c.hidden_size,
+        num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads, d_ff=c.intermediate_size,
+        rope_theta=float(theta), norm_eps=c.rms_norm_eps,
+    )
+    model = TransformerLM(config, dtype=next(llama.parameters()).dtype)
+    theirs = llama.state_dict()
+    state = {}
+    for mine, name in _key_map(config).items():
+        w = theirs[name].detach().clone()
+        if mine.endswith(("q_proj.weight", "k_proj.weight")):
+            w = _halves_to_interleaved(w, config.num_heads)
+        state[mine] = w
+    model.load_state_dict(state, strict=True)
+    return model
