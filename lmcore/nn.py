@@ -243,14 +243,26 @@ class MultiHeadSelfAttention(nn.Module):
         *lead, seq, _ = x.shape
         return x.view(*lead, seq, self.num_heads, self.d_head).transpose(-3, -2)
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
-        """``(..., seq, d_model) -> (..., seq, d_model)``; positions default to ``0..seq-1``."""
-        seq = x.shape[-2]
+    def _qkv(self, x: Tensor, token_positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head ``(..., heads, seq, d_head)`` queries and keys (rotated) and values."""
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         if self.rope is not None:
             if token_positions is None:
-                token_positions = torch.arange(seq, device=x.device)
+                token_positions = torch.arange(x.shape[-2], device=x.device)
             pos = token_positions.unsqueeze(-2) if token_positions.dim() > 1 else token_positions
             q, k = self.rope(q, pos), self.rope(k, pos)
+        return q, k, v
+
+    def attention_weights(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        """The causal attention matrix of every head, ``(..., heads, seq, seq)``; rows sum to 1."""
+        q, k, _ = self._qkv(x, token_positions)
+        seq = x.shape[-2]
+        mask = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(self.d_head)).masked_fill(~mask, float("-inf"))
+        return softmax(scores, dim=-1)
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        """``(..., seq, d_model) -> (..., seq, d_model)``; positions default to ``0..seq-1``."""
+        q, k, v = self._qkv(x, token_positions)
         out = scaled_dot_product_attention(q, k, v, fused=self.fused, causal=True)
         return self.output_proj(out.transpose(-3, -2).reshape(x.shape))

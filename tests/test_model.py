@@ -11,8 +11,8 @@ def test_state_dict_layout():
     keys = set(model.state_dict())
     expected = {"token_embeddings.weight", "ln_final.weight", "lm_head.weight"}
     for i in range(2):
-        expected |= {f"layers.{i}.{k}.weight" for k in
-                     ["ln1", "attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", "ln2", "ffn.w1", "ffn.w2", "ffn.w3"]}
+        names = ["ln1", "attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", "ln2", "ffn.w1", "ffn.w2", "ffn.w3"]
+        expected |= {f"layers.{i}.{k}.weight" for k in names}
     assert keys == expected
 
 

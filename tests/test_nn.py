@@ -114,3 +114,16 @@ def test_attention_is_causal():
     fused = MultiHeadSelfAttention(16, 4, attn.rope, fused=True)
     fused.load_state_dict(attn.state_dict())
     torch.testing.assert_close(fused(x), y, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_weights_are_causal_rows_of_probabilities():
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(16, 4, RotaryPositionalEmbedding(10_000.0, 4, 32))
+    x = torch.randn(2, 7, 16)
+    w = attn.attention_weights(x)
+    assert w.shape == (2, 4, 7, 7)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 7))
+    assert (w.triu(1) == 0).all()
+    v = attn._heads(attn.v_proj(x))
+    out = attn.output_proj((w @ v).transpose(-3, -2).reshape(x.shape))
+    torch.testing.assert_close(out, attn(x), atol=1e-6, rtol=1e-5)
