@@ -5,6 +5,11 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.data`: named data files, downloaded once and checked.
 - :mod:`lmcore.unicode`: what encodings cost, and how UTF-8 marks character lengths.
 - :mod:`lmcore.tokenizer`: byte-level BPE training and the tokenizer.
+- :mod:`lmcore.nn`: Linear, Embedding, RMSNorm, SwiGLU, RoPE, softmax, attention.
+- :mod:`lmcore.model`: ``ModelConfig`` and ``TransformerLM``.
+- :mod:`lmcore.interop`: weights to and from Hugging Face's Llama.
+- :mod:`lmcore.accounting`: parameters, FLOPs, memory and time as formulas.
+- :mod:`lmcore.optim`: SGD toy, AdamW, cosine schedule, gradient clipping.
 - :mod:`lmcore.device`: device choice and repeatable runs.
 
 Names are imported on first use, so ``import lmcore.tokenizer`` does not load PyTorch.
@@ -26,8 +31,14 @@ _EXPORTS = {
     "Tokenizer": "tokenizer",
     "load_gpt2": "tokenizer",
     "train_bpe": "tokenizer",
+    "ModelConfig": "model",
+    "TransformerLM": "model",
+    "cross_entropy": "nn",
+    "AdamW": "optim",
+    "cosine_lr": "optim",
+    "clip_grad_norm": "optim",
 }
-_MODULES = ["data", "device", "tokenizer", "unicode"]
+_MODULES = ["accounting", "data", "device", "interop", "model", "nn", "optim", "tokenizer", "unicode"]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
 
@@ -44,7 +55,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import data, device, tokenizer, unicode  # noqa: F401
+    from . import accounting, data, device, interop, model, nn, optim, tokenizer, unicode  # noqa: F401
     from .data import DataError, fetch  # noqa: F401
     from .device import pick_device, set_determinism  # noqa: F401
+    from .model import ModelConfig, TransformerLM  # noqa: F401
+    from .nn import cross_entropy  # noqa: F401
+    from .optim import AdamW, clip_grad_norm, cosine_lr  # noqa: F401
     from .tokenizer import Tokenizer, load_gpt2, train_bpe  # noqa: F401
