@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .nn import (
     Embedding,
+    LayerCache,
     Linear,
     MultiHeadSelfAttention,
     RMSNorm,
@@ -95,12 +96,12 @@ class TransformerBlock(nn.Module):
         else:
             self.ffn = SiLUFeedForward(c.d_model, c.d_ff, device, dtype)
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
         """``(batch, seq, d_model) -> (batch, seq, d_model)``."""
         if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions))
+            x = self.ln1(x + self.attn(x, token_positions, cache))
             return self.ln2(x + self.ffn(x))
-        x = x + self.attn(self.ln1(x), token_positions)
+        x = x + self.attn(self.ln1(x), token_positions, cache)
         return x + self.ffn(self.ln2(x))
 
 
@@ -124,11 +125,15 @@ class TransformerLM(nn.Module):
             n -= self.token_embeddings.weight.numel() + self.lm_head.weight.numel()
         return n
 
-    def check_input(self, token_ids: Tensor) -> None:
+    def new_cache(self) -> list[LayerCache]:
+        """An empty key/value cache, one entry a layer, for :meth:`forward` during generation."""
+        return [LayerCache() for _ in self.layers]
+
+    def check_input(self, token_ids: Tensor, past: int = 0) -> None:
         """Raise a clear ``ValueError`` for sequences longer than the context or ids outside the vocabulary."""
         if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"token ids must be an integer tensor, got {token_ids.dtype}")
-        seq = token_ids.shape[-1]
+        seq = past + token_ids.shape[-1]
         if seq > self.config.context_length:
             raise ValueError(f"sequence of {seq} tokens is longer than the model's context_length {self.config.context_length}")
         if token_ids.device.type == "meta":  # shapes only (accounting): there are no values to check
@@ -139,10 +144,16 @@ class TransformerLM(nn.Module):
                 f"max {int(token_ids.max())}: does the tokenizer match the model's vocab_size?"
             )
 
-    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None) -> Tensor:
-        """``(batch, seq)`` ids -> ``(batch, seq, vocab_size)`` logits."""
-        self.check_input(token_ids)
+    def forward(self, token_ids: Tensor, token_positions: Tensor | None = None, cache: list[LayerCache] | None = None) -> Tensor:
+        """``(batch, seq)`` ids -> ``(batch, seq, vocab_size)`` logits.
+
+        With a ``cache`` (from :meth:`new_cache`), ``token_ids`` continue the cached positions.
+        """
+        past = len(cache[0]) if cache else 0
+        self.check_input(token_ids, past)
+        if cache is not None and token_positions is None:
+            token_positions = torch.arange(past, past + token_ids.shape[-1], device=token_ids.device)
         x = self.token_embeddings(token_ids.long())
-        for layer in self.layers:
-            x = layer(x, token_positions)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, token_positions, None if cache is None else cache[i])
         return self.lm_head(self.ln_final(x))

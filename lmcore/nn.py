@@ -27,6 +27,7 @@ __all__ = [
     "cross_entropy",
     "scaled_dot_product_attention",
     "MultiHeadSelfAttention",
+    "LayerCache",
 ]
 
 
@@ -200,17 +201,37 @@ def scaled_dot_product_attention(
     a query may attend to a key. Returns ``(..., n, d_v)``. ``fused=True`` calls PyTorch's kernel;
     ``causal=True`` (instead of a mask) lets it skip the masked half rather than compute and discard it.
     """
-    if fused:
-        if causal:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    if causal:
-        n, m = q.shape[-2], k.shape[-2]
+    n, m = q.shape[-2], k.shape[-2]
+    if fused and causal and n == m:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if causal:  # queries are the last n of m positions (n < m when earlier keys come from a cache)
         mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return softmax(scores, dim=-1) @ v
+
+
+class LayerCache:
+    """One layer's keys and values of the positions seen so far, ``(..., heads, past, d_head)``.
+
+    Generation appends one position at a time, so each new token attends to the cached past
+    instead of recomputing it: one position of work per token instead of the whole prefix.
+    """
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -261,8 +282,14 @@ class MultiHeadSelfAttention(nn.Module):
         scores = (q @ k.transpose(-2, -1) / math.sqrt(self.d_head)).masked_fill(~mask, float("-inf"))
         return softmax(scores, dim=-1)
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
-        """``(..., seq, d_model) -> (..., seq, d_model)``; positions default to ``0..seq-1``."""
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
+        """``(..., seq, d_model) -> (..., seq, d_model)``; positions default to ``0..seq-1``.
+
+        With a ``cache``, ``x`` holds the positions after those cached (give their
+        ``token_positions``); their keys and values are appended to the cache.
+        """
         q, k, v = self._qkv(x, token_positions)
+        if cache is not None:
+            k, v = cache.extend(k, v)
         out = scaled_dot_product_attention(q, k, v, fused=self.fused, causal=True)
         return self.output_proj(out.transpose(-3, -2).reshape(x.shape))

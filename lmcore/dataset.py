@@ -1,0 +1,107 @@
+"""Training data: token ids on disk, and random windows of them as batches.
+
+A corpus is tokenized once into a flat ``uint16`` array (two bytes a token) and memory-mapped,
+so a 2 GB corpus costs no RAM. A batch is ``batch_size`` random windows of ``context_length + 1``
+consecutive ids: the first ``context_length`` are the input, the last ``context_length`` the
+targets (each position predicts the next id).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["get_batch", "batch_from_starts", "split_stories", "prepare_dataset", "load_tokens", "unigram_entropy"]
+
+
+def batch_from_starts(
+    tokens: np.ndarray, starts: torch.Tensor, context_length: int, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows beginning at ``starts``: inputs and next-token targets, each ``(len(starts), context_length)`` int64."""
+    idx = starts.numpy()[:, None] + np.arange(context_length + 1)
+    window = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64))
+    x, y = window[:, :-1], window[:, 1:]
+    device = torch.device(device)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def get_batch(
+    tokens: np.ndarray,
+    batch_size: int,
+    context_length: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample ``batch_size`` random windows from ``tokens`` (a ``np.memmap`` of ids, say).
+
+    Returns ``(x, y)``, both ``(batch_size, context_length)`` int64 on ``device``, with
+    ``y[:, i] == x[:, i + 1]`` inside each window.
+    """
+    if len(tokens) < context_length + 1:
+        raise ValueError(f"{len(tokens)} tokens cannot fill a window of context_length + 1 = {context_length + 1}")
+    starts = torch.randint(0, len(tokens) - context_length, (batch_size,), generator=generator)
+    return batch_from_starts(tokens, starts, context_length, device)
+
+
+def split_stories(text: str, separator: str = "<|endoftext|>", complete_only: bool = True) -> list[str]:
+    """Stories of a file joined by ``separator``, stripped, empties dropped.
+
+    With ``complete_only`` the text after the last separator is dropped: a byte-range sample
+    (such as the 2 MiB TinyStories one) ends in the middle of a story.
+    """
+    parts = text.split(separator)
+    if complete_only and len(parts) > 1:
+        parts = parts[:-1]
+    return [p.strip() for p in parts if p.strip()]
+
+
+def prepare_dataset(
+    tokenizer,
+    text_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    valid_fraction: float = 0.1,
+    separator: str = "<|endoftext|>",
+) -> dict[str, Path]:
+    """Tokenize a file of stories into ``train.uint16`` and ``valid.uint16`` in ``out_dir``.
+
+    The last ``valid_fraction`` of the (complete) stories are held out whole, so no story is
+    split between training and validation. Each story is followed by the separator token, so the
+    model learns where stories end.
+    """
+    if tokenizer.vocab_size > 1 << 16:
+        raise ValueError(f"a vocabulary of {tokenizer.vocab_size} ids does not fit uint16")
+    stories = split_stories(Path(text_path).read_text(encoding="utf-8"), separator)
+    n_valid = max(1, round(len(stories) * valid_fraction)) if valid_fraction > 0 else 0
+    splits = {"train": stories[: len(stories) - n_valid], "valid": stories[len(stories) - n_valid :]}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in splits.items():
+        ids = tokenizer.encode("".join(s + separator for s in part))
+        path = out / f"{name}.uint16"
+        np.asarray(ids, dtype=np.uint16).tofile(path)
+        paths[name] = path
+    return paths
+
+
+def load_tokens(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
+    """Memory-map a ``uint16`` id file; with ``vocab_size``, refuse ids the model has no embedding for."""
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    if vocab_size is not None and len(tokens) and int(tokens.max()) >= vocab_size:
+        raise ValueError(
+            f"{path}: holds id {int(tokens.max())} but the model's vocab_size is {vocab_size}; "
+            "was it tokenized with another tokenizer?"
+        )
+    return tokens
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    """Entropy in nats of the ids' frequency distribution: the loss of the best model that ignores context."""
+    counts = np.bincount(np.asarray(tokens), minlength=1).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

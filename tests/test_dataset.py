@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+from lmcore.dataset import get_batch, load_tokens, prepare_dataset, split_stories, unigram_entropy
+from lmcore.tokenizer import Tokenizer
+
+
+def test_get_batch_windows_and_targets():
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = get_batch(tokens, 8, 16, "cpu", torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)  # consecutive ids
+    assert int(x.min()) >= 0 and int(y.max()) <= 999
+    starts = {int(r[0]) for _ in range(50) for r in get_batch(tokens, 8, 16)[0]}
+    assert len(starts) > 100  # random windows all over the array
+    with pytest.raises(ValueError, match="cannot fill a window"):
+        get_batch(tokens[:10], 2, 16)
+
+
+def test_memmap_batches(tmp_path):
+    np.arange(500, dtype=np.uint16).tofile(tmp_path / "ids.uint16")
+    tokens = load_tokens(tmp_path / "ids.uint16", vocab_size=500)
+    assert isinstance(tokens, np.memmap)
+    x, _ = get_batch(tokens, 2, 4)
+    assert x.shape == (2, 4)
+    with pytest.raises(ValueError, match="holds id 499 but the model's vocab_size is 100"):
+        load_tokens(tmp_path / "ids.uint16", vocab_size=100)
+
+
+def test_split_by_whole_stories(tmp_path):
+    text = "one<|endoftext|> two <|endoftext|>three<|endoftext|>four<|endoftext|>unfinished fi"
+    assert split_stories(text) == ["one", "two", "three", "four"]
+    tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], ["<|endoftext|>"])
+    (tmp_path / "s.txt").write_text(text)
+    paths = prepare_dataset(tok, tmp_path / "s.txt", tmp_path / "out", valid_fraction=0.25)
+    train = np.fromfile(paths["train"], dtype=np.uint16)
+    valid = np.fromfile(paths["valid"], dtype=np.uint16)
+    assert tok.decode(train.tolist()) == "one<|endoftext|>two<|endoftext|>three<|endoftext|>"
+    assert tok.decode(valid.tolist()) == "four<|endoftext|>"
+
+
+def test_unigram_entropy():
+    assert unigram_entropy(np.array([1, 1, 1, 1])) == 0.0
+    assert unigram_entropy(np.array([0, 1, 2, 3])) == pytest.approx(np.log(4))
