@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_batch", "batch_from_starts", "split_stories", "prepare_dataset", "load_tokens", "unigram_entropy"]
+__all__ = [
+    "get_batch", "batch_from_starts", "split_stories", "prepare_dataset", "prepare_corpus", "load_tokens", "unigram_entropy",
+]
 
 
 def batch_from_starts(
@@ -105,3 +107,55 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     counts = np.bincount(np.asarray(tokens), minlength=1).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def prepare_corpus(
+    out_dir: str | os.PathLike,
+    train_name: str = "tinystories-train",
+    valid_name: str = "tinystories-valid",
+    vocab_size: int = 10_000,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """The full-scale recipe's data: fetch train and validation text by name (:mod:`lmcore.data`),
+    train a BPE tokenizer on the training text, and encode both files to ``uint16``.
+
+    Writes ``tokenizer.json``, ``train.uint16`` and ``valid.uint16`` into ``out_dir``.
+    """
+    from .data import fetch
+    from .tokenizer import Tokenizer, train_bpe
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_text, valid_text = fetch(train_name, progress=progress), fetch(valid_name, progress=progress)
+    specials = ["<|endoftext|>"]
+    vocab, merges = train_bpe(train_text, vocab_size, specials, num_workers=num_workers, progress=progress)
+    tokenizer = Tokenizer(vocab, merges, specials)
+    tokenizer.save(out / "tokenizer.json")
+    workers = num_workers or os.cpu_count() or 1
+    paths = {"tokenizer": out / "tokenizer.json"}
+    for name, text in (("train", train_text), ("valid", valid_text)):
+        paths[name] = out / f"{name}.uint16"
+        tokenizer.encode_file(text, paths[name], num_workers=workers, progress=progress)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lmcore.dataset OUT_DIR [--vocab-size N]``: prepare TinyStories V2 for training."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lmcore.dataset", description=main.__doc__)
+    parser.add_argument("out_dir")
+    parser.add_argument("--vocab-size", type=int, default=10_000)
+    parser.add_argument("--train", default="tinystories-train", help="registry name of the training text")
+    parser.add_argument("--valid", default="tinystories-valid", help="registry name of the validation text")
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    paths = prepare_corpus(args.out_dir, args.train, args.valid, args.vocab_size, args.workers)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,7 +37,7 @@ from .model import ModelConfig, TransformerLM
 from .nn import cross_entropy
 from .optim import AdamW, clip_grad_norm, cosine_lr
 
-__all__ = ["TrainConfig", "TrainingDiverged", "load_config", "train", "evaluate", "main"]
+__all__ = ["TrainConfig", "TrainingDiverged", "load_config", "train", "evaluate", "sweep", "main"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -282,6 +282,29 @@ def train(config: TrainConfig) -> list[dict]:
     finally:
         bar.close()
     return history
+
+
+def sweep(base: TrainConfig, variants: dict[str, dict[str, Any]], out_root: str | os.PathLike | None = None) -> dict[str, list[dict]]:
+    """Train ``base`` once per variant (``{"label": {"lr": 1e-2, "model.norm": "post"}}``).
+
+    Returns each run's log records. A run that diverges keeps its records up to the failure and
+    ends with a record whose ``train_loss`` is ``inf`` and ``diverged`` is True, so plots show
+    where it broke and the sweep goes on.
+    """
+    results = {}
+    for label, overrides in variants.items():
+        data = base.to_dict()
+        data["model"] = dict(data["model"])
+        for key, value in overrides.items():
+            _apply(data, key, value)
+        slug = "".join(ch if ch.isalnum() else "-" for ch in label)
+        data["out_dir"] = str(Path(out_root or base.out_dir) / slug)
+        try:
+            results[label] = train(TrainConfig(**data))
+        except TrainingDiverged as err:
+            step = (err.history[-1]["step"] + 1) if err.history else 1
+            results[label] = [*err.history, {"step": step, "train_loss": math.inf, "diverged": True}]
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

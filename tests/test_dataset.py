@@ -43,3 +43,18 @@ def test_split_by_whole_stories(tmp_path):
 def test_unigram_entropy():
     assert unigram_entropy(np.array([1, 1, 1, 1])) == 0.0
     assert unigram_entropy(np.array([0, 1, 2, 3])) == pytest.approx(np.log(4))
+
+
+def test_prepare_corpus_from_registry_names(tmp_path):
+    from lmcore.data import cache_dir
+
+    if not (cache_dir() / "tinystories-v1-valid-sample.txt").exists():
+        pytest.skip("TinyStories samples not in the data cache")
+    from lmcore.dataset import prepare_corpus
+
+    paths = prepare_corpus(tmp_path, "tinystories-valid-sample", "tinystories-valid-sample", vocab_size=400, num_workers=2,
+                           progress=False)
+    tok = Tokenizer.load(paths["tokenizer"])
+    ids = np.fromfile(paths["valid"], dtype=np.uint16)
+    text = (cache_dir() / "tinystories-v1-valid-sample.txt").read_text(encoding="utf-8")
+    assert tok.vocab_size == 400 and ids.tolist() == tok.encode(text)

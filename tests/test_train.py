@@ -116,7 +116,8 @@ def test_command_line(data):
 def test_ddp_two_processes_equal_one(data):
     """torchrun with 2 CPU processes (gloo) and one process, same global batch: same losses."""
     common = [f"train_path={data / 'train.uint16'}", f"valid_path={data / 'valid.uint16'}", "max_steps=4", "batch_size=8",
-              "eval_every=4", "eval_batches=1", "log_every=1", "progress=false", "device=cpu", *[f"model.{k}={v}" for k, v in MODEL.items()]]
+              "eval_every=4", "eval_batches=1", "log_every=1", "progress=false", "device=cpu",
+              *[f"model.{k}={v}" for k, v in MODEL.items()]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "lmcore.train", f"out_dir={data / 'one'}", *common],
                          capture_output=True, text=True, env=env)
@@ -133,3 +134,30 @@ def test_ddp_two_processes_equal_one(data):
     assert b[-1]["valid_loss"] == pytest.approx(a[-1]["valid_loss"], abs=1e-5)
     torch.testing.assert_close(load_checkpoint(data / "two" / "checkpoint.pt")["model"]["lm_head.weight"],
                                load_checkpoint(data / "one" / "checkpoint.pt")["model"]["lm_head.weight"], atol=1e-5, rtol=0)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for path in Path(__file__).resolve().parent.parent.glob("configs/*.yaml"):
+        cfg = load_config(path)
+        assert cfg.batch_size * cfg.max_steps * cfg.model.context_length > 0, path
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "tinystories-17m.yaml")
+    assert cfg.batch_size * cfg.max_steps * cfg.model.context_length == 327_680_000
+
+
+def test_sweep_runs_variants_and_records_divergence(data, monkeypatch):
+    from lmcore.train import sweep
+
+    real = train_mod.cross_entropy
+
+    def nan_when_lr_is_huge(logits, targets):
+        loss = real(logits, targets)
+        return loss * float("nan") if logits.abs().max() > 1e3 else loss
+
+    monkeypatch.setattr(train_mod, "cross_entropy", nan_when_lr_is_huge)
+    results = sweep(config(data, max_steps=6, eval_every=3), {"base": {}, "post": {"model.norm": "post"}, "huge": {"lr": 50.0}})
+    assert [r["step"] for r in results["base"]] == list(range(1, 7))
+    assert results["post"][-1]["train_loss"] != results["base"][-1]["train_loss"]
+    assert results["huge"][-1]["diverged"] and results["huge"][-1]["train_loss"] == float("inf")
+    assert (data / "run" / "post" / "log.jsonl").exists()
