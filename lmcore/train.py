@@ -284,7 +284,9 @@ def train(config: TrainConfig) -> list[dict]:
     return history
 
 
-def sweep(base: TrainConfig, variants: dict[str, dict[str, Any]], out_root: str | os.PathLike | None = None) -> dict[str, list[dict]]:
+def sweep(
+    base: TrainConfig, variants: dict[str, dict[str, Any]], out_root: str | os.PathLike | None = None
+) -> dict[str, list[dict]]:
     """Train ``base`` once per variant (``{"label": {"lr": 1e-2, "model.norm": "post"}}``).
 
     Returns each run's log records. A run that diverges keeps its records up to the failure and
