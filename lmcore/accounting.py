@@ -49,8 +49,8 @@ GPT2_CONFIGS: dict[str, ModelConfig] = {
     }.items()
 }
 
-#: Dense peak FLOP/s by accelerator and dtype. Sources: NVIDIA A100 datasheet (fp32 19.5 TFLOP/s
-#: without tensor cores, bf16 312 with them) and H100 SXM datasheet (fp32 67, bf16 989, dense).
+#: Dense peak FLOP/s by accelerator and dtype, from NVIDIA's datasheets. A100 has fp32 19.5 TFLOP/s
+#: (without tensor cores) and bf16 312 (tensor cores); H100 SXM has fp32 67 and bf16 989 (dense).
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "A100": {"fp32": 19.5e12, "bf16": 312e12},
     "H100": {"fp32": 67e12, "bf16": 989e12},

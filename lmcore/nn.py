@@ -134,6 +134,7 @@ class SiLUFeedForward(nn.Module):
         self.w2 = Linear(d_ff, d_model, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(..., d_model) -> (..., d_model)``."""
         return self.w2(silu(self.w1(x)))
 
 
