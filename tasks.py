@@ -58,7 +58,7 @@ def test(args: list[str]) -> None:
     run(
         PY, "-m", "pytest", "tests", "notebooks",
         "--nbval", "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
-        "-p", "no:cacheprovider", *args,
+        "-p", "no:cacheprovider", "-rs", *args,
     )
 
 

@@ -1,0 +1,139 @@
+"""The built book in a real headless Chromium: every page loads its figures, links resolve, no cell errors.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); without them the
+test is skipped with the reason. The book is ``_build/html`` when that build is newer than every
+source; otherwise it is built here from the committed notebook outputs (execution off), which
+the nbval run of the same test command checks against a fresh execution.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "_build"
+SHOTS = BUILD / "screenshots"
+CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PAGES = ["book/intro", *[f"notebooks/{c}" for c in CHAPTERS], "book/api", "book/references"]
+
+
+def _browser() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("browser test skipped: no Chromium found (install Debian's chromium and chromium-driver; .ci/run does)")
+    pytest.importorskip("selenium", reason="browser test skipped: selenium is not installed")
+    return browser, driver
+
+
+def _sources_mtime() -> float:
+    files = [ROOT / "_config.yml", ROOT / "_toc.yml", *ROOT.glob("book/*"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("lmcore/**/*.py")]
+    return max(f.stat().st_mtime for f in files)
+
+
+@pytest.fixture(scope="module")
+def book() -> Path:
+    _browser()
+    html = BUILD / "html"
+    if (html / "index.html").exists() and (html / "index.html").stat().st_mtime > _sources_mtime():
+        return html
+    out = BUILD / "browser-book"
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    BUILD.mkdir(exist_ok=True)
+    cfg = BUILD / "browser-book-config.yml"
+    cfg.write_text(yaml.safe_dump(config))
+    jb = Path(sys.executable).parent / "jupyter-book"
+    done = subprocess.run([str(jb), "build", str(ROOT), "--config", str(cfg), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def server(book):
+    handler = functools.partial(_QuietHandler, directory=str(book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    browser, chromedriver = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,2000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    d = webdriver.Chrome(options=options, service=Service(chromedriver))
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()
+
+
+_FIGURES_JS = """
+const imgs = Array.from(document.querySelectorAll('main img, article img, .bd-article img'));
+return imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, !!i.closest('.cell_output, .output')]);
+"""
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_in_chromium(page, server, driver):
+    url = urllib.parse.urljoin(server, page + ".html")
+    assert _status(url) == 200, f"{page}.html is not in the built book"
+    driver.get(url)
+    driver.execute_script("return document.readyState")
+    images = driver.execute_script(_FIGURES_JS)
+    broken = [src for src, complete, width, _ in images if not (complete and width > 0)]
+    assert not broken, f"{page}: images that did not load: {broken}"
+    figures = sum(1 for *_, in_output in images if in_output)
+    if page.startswith("notebooks/"):
+        assert figures >= 1, f"{page}: a chapter without a single figure"
+
+    links = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    internal = {urllib.parse.urldefrag(h)[0] for h in links if h.startswith(server)}
+    bad = sorted(h for h in internal if _status(h) != 200)
+    assert not bad, f"{page}: broken internal links: {bad}"
+
+    errors = driver.execute_script(
+        "return document.querySelectorAll('.output.error, .output.traceback, div.traceback, .cell_output .stderr').length")
+    text = driver.find_element("tag name", "body").text
+    assert errors == 0 and "Traceback (most recent call last)" not in text, f"{page}: a cell shows an error"
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    name = page.replace("/", "_")
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    with open(SHOTS / "figures.txt", "a") as f:
+        f.write(f"{page}\t{figures} figures\t{len(internal)} internal links\n")
