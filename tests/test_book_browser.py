@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,10 @@ PAGES = ["book/intro", *[f"notebooks/{c}" for c in CHAPTERS], "book/api", "book/
 
 
 def _browser() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
+    """Debian's chromium and chromedriver (or Chrome and its driver, as GitHub's runners have them)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver_dir = os.environ.get("CHROMEWEBDRIVER")
+    driver = shutil.which("chromedriver") or (shutil.which("chromedriver", path=driver_dir) if driver_dir else None)
     if not (browser and driver):
         pytest.skip("browser test skipped: no Chromium found (install Debian's chromium and chromium-driver; .ci/run does)")
     pytest.importorskip("selenium", reason="browser test skipped: selenium is not installed")
