@@ -42,7 +42,8 @@ def _browser() -> tuple[str, str]:
 
 
 def _sources_mtime() -> float:
-    files = [ROOT / "_config.yml", ROOT / "_toc.yml", *ROOT.glob("book/*"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("lmcore/**/*.py")]
+    files = [ROOT / "_config.yml", ROOT / "_toc.yml", *ROOT.glob("book/*"), *ROOT.glob("notebooks/*.ipynb"),
+             *ROOT.glob("lmcore/**/*.py")]
     return max(f.stat().st_mtime for f in files)
 
 
@@ -59,8 +60,8 @@ def book() -> Path:
     cfg = BUILD / "browser-book-config.yml"
     cfg.write_text(yaml.safe_dump(config))
     jb = Path(sys.executable).parent / "jupyter-book"
-    done = subprocess.run([str(jb), "build", str(ROOT), "--config", str(cfg), "--path-output", str(out), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True)
+    cmd = [str(jb), "build", str(ROOT), "--config", str(cfg), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return out / "_build" / "html"
 
