@@ -41,19 +41,14 @@ def to_llama_config(config: ModelConfig):
     )
 
 
-def _interleaved_to_halves(w: Tensor, num_heads: int) -> Tensor:
+def _interleaved_to_halves(w: Tensor, num_heads: int, inverse: bool = False) -> Tensor:
+    """Reorder each head's rows from pairs (2k, 2k+1) to halves (k, k + d/2), or back with ``inverse``."""
     d_model, d_in = w.shape
     d_head = d_model // num_heads
     order = torch.cat([torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)])
+    if inverse:
+        order = torch.argsort(order)
     return w.view(num_heads, d_head, d_in)[:, order].reshape(d_model, d_in)
-
-
-def _halves_to_interleaved(w: Tensor, num_heads: int) -> Tensor:
-    d_model, d_in = w.shape
-    d_head = d_model // num_heads
-    order = torch.cat([torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)])
-    inverse = torch.argsort(order)
-    return w.view(num_heads, d_head, d_in)[:, inverse].reshape(d_model, d_in)
 
 
 def _names(i: int) -> dict[str, str]:
@@ -115,7 +110,7 @@ def from_llama(llama) -> TransformerLM:
     for mine, name in _key_map(config).items():
         w = theirs[name].detach().clone()
         if mine.endswith(("q_proj.weight", "k_proj.weight")):
-            w = _halves_to_interleaved(w, config.num_heads)
+            w = _interleaved_to_halves(w, config.num_heads, inverse=True)
         state[mine] = w
     model.load_state_dict(state, strict=True)
     return model

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from . import gpt2
 from .pretokenize import PRETOKEN_RE, find_chunk_boundaries, special_token_re, split_special, worker_pool
+from .train import apply_merge
 
 __all__ = ["Tokenizer", "load_gpt2"]
 
@@ -100,18 +101,7 @@ class Tokenizer:
                     best, best_pair = found, pair
             if best is None:
                 break
-            a, b = best_pair
-            new = best[1]
-            merged = []
-            i = 0
-            while i < len(ids):
-                if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
-                    merged.append(new)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
-            ids = merged
+            ids = apply_merge(ids, *best_pair, best[1])
         return ids
 
     def encode(self, text: str) -> list[int]:

@@ -21,10 +21,24 @@ from tqdm import tqdm
 
 from .pretokenize import count_pretokens
 
-__all__ = ["train_bpe", "merge_pretokens"]
+__all__ = ["train_bpe", "merge_pretokens", "apply_merge"]
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
+
+
+def apply_merge(ids: list[int], a: int, b: int, new: int) -> list[int]:
+    """Replace every adjacent ``a, b`` in ``ids`` by ``new``, left to right (``a a a`` with pair ``a a`` gives ``new a``)."""
+    merged: list[int] = []
+    i = 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+            merged.append(new)
+            i += 2
+        else:
+            merged.append(ids[i])
+            i += 1
+    return merged
 
 
 def _descending_key(token: bytes) -> bytes:
@@ -94,15 +108,7 @@ def merge_pretokens(
         delta: dict[tuple[int, int], int] = defaultdict(int)
         for i in where.pop((a, b)):
             w, n = words[i], freqs[i]
-            merged: list[int] = []
-            j = 0
-            while j < len(w):
-                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
-                    merged.append(new)
-                    j += 2
-                else:
-                    merged.append(w[j])
-                    j += 1
+            merged = apply_merge(w, a, b, new)
             old_pairs = list(zip(w, w[1:]))
             new_pairs = list(zip(merged, merged[1:]))
             for p in old_pairs:
