@@ -33,6 +33,9 @@ __all__ = ["ModelConfig", "TransformerBlock", "TransformerLM"]
 class ModelConfig:
     """The shape of a model, and the switches the ablations of chapter 7 flip.
 
+    ``attention="math"`` (the default, for teaching) computes attention and SiLU step by step;
+    ``"fused"`` (the fast path) calls PyTorch's fused kernels for both, with the same results.
+
     ``d_ff=None`` picks the usual size: about 8/3 ``d_model`` (a multiple of 64) for SwiGLU and
     4 ``d_model`` for the plain SiLU feed-forward, so both have about the same parameters.
     """
@@ -91,10 +94,11 @@ class TransformerBlock(nn.Module):
         self.ln1 = make_norm()
         self.attn = MultiHeadSelfAttention(c.d_model, c.num_heads, rope, c.attention == "fused", device, dtype)
         self.ln2 = make_norm()
+        fused = c.attention == "fused"
         if c.ffn == "swiglu":
-            self.ffn = SwiGLU(c.d_model, c.d_ff, device, dtype)
+            self.ffn = SwiGLU(c.d_model, c.d_ff, device, dtype, fused)
         else:
-            self.ffn = SiLUFeedForward(c.d_model, c.d_ff, device, dtype)
+            self.ffn = SiLUFeedForward(c.d_model, c.d_ff, device, dtype, fused)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
         """``(batch, seq, d_model) -> (batch, seq, d_model)``."""

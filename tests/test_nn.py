@@ -54,6 +54,7 @@ def test_rmsnorm_matches_torch_and_keeps_dtype():
 def test_silu_swiglu():
     x = torch.randn(100)
     torch.testing.assert_close(silu(x), F.silu(x))
+    torch.testing.assert_close(silu(x, fused=True), silu(x))
     assert default_d_ff(512) == 1408 and default_d_ff(768) == 2048
     ff = SwiGLU(16, 48)
     y = torch.randn(2, 16)
