@@ -219,7 +219,7 @@ class Tokenizer:
         output_path: str | os.PathLike,
         *,
         num_workers: int = 1,
-        chunk_bytes: int = 1 << 21,
+        chunk_bytes: int = 1 << 20,
         progress: bool = False,
     ) -> int:
         """Encode a UTF-8 text file to a flat ``uint16`` array on disk; returns the number of tokens.
