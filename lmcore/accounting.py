@@ -12,8 +12,6 @@ math path computes it (the causal mask discards half, but the products are still
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from .model import ModelConfig, TransformerLM
@@ -35,7 +33,6 @@ __all__ = [
     "training_seconds",
     "mfu",
     "saved_activation_bytes",
-    "with_context",
 ]
 
 #: GPT-2's four sizes as TransformerLM configs (SwiGLU feed-forward with d_ff = 4 d_model).
@@ -232,9 +229,4 @@ def saved_activation_bytes(model: TransformerLM, token_ids: torch.Tensor) -> int
         logits = model(token_ids[:, :-1])
         cross_entropy(logits, token_ids[:, 1:])
     return sum(seen.values())
-
-
-def with_context(config: ModelConfig, context_length: int) -> ModelConfig:
-    """The same model with another context length."""
-    return replace(config, context_length=context_length)
 

@@ -25,6 +25,7 @@ __all__ = [
     "RotaryPositionalEmbedding",
     "softmax",
     "cross_entropy",
+    "attention_probs",
     "scaled_dot_product_attention",
     "MultiHeadSelfAttention",
     "LayerCache",
@@ -199,6 +200,21 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return (logsumexp - picked).mean()
 
 
+def attention_probs(q: Tensor, k: Tensor, mask: Tensor | None = None, *, causal: bool = False) -> Tensor:
+    """``softmax(q k^T / sqrt(d_k))`` with masked scores set to -inf: ``(..., n, m)``, rows sum to 1.
+
+    ``mask (n, m)`` is True where a query may attend to a key; ``causal=True`` builds the causal one,
+    with the queries as the last n of m positions (n < m when earlier keys come from a cache).
+    """
+    n, m = q.shape[-2], k.shape[-2]
+    if causal:
+        mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return softmax(scores, dim=-1)
+
+
 def scaled_dot_product_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, fused: bool = False, causal: bool = False
 ) -> Tensor:
@@ -208,17 +224,14 @@ def scaled_dot_product_attention(
     a query may attend to a key. Returns ``(..., n, d_v)``. ``fused=True`` calls PyTorch's kernel;
     ``causal=True`` (instead of a mask) lets it skip the masked half rather than compute and discard it.
     """
-    n, m = q.shape[-2], k.shape[-2]
-    if fused and causal and n == m:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if causal:  # queries are the last n of m positions (n < m when earlier keys come from a cache)
-        mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
     if fused:
+        n, m = q.shape[-2], k.shape[-2]
+        if causal and n == m:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if causal:
+            mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return softmax(scores, dim=-1) @ v
+    return attention_probs(q, k, mask, causal=causal) @ v
 
 
 class LayerCache:
@@ -284,10 +297,7 @@ class MultiHeadSelfAttention(nn.Module):
     def attention_weights(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
         """The causal attention matrix of every head, ``(..., heads, seq, seq)``; rows sum to 1."""
         q, k, _ = self._qkv(x, token_positions)
-        seq = x.shape[-2]
-        mask = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
-        scores = (q @ k.transpose(-2, -1) / math.sqrt(self.d_head)).masked_fill(~mask, float("-inf"))
-        return softmax(scores, dim=-1)
+        return attention_probs(q, k, causal=True)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
         """``(..., seq, d_model) -> (..., seq, d_model)``; positions default to ``0..seq-1``.
