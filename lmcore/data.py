@@ -225,7 +225,9 @@ def fetch(
         tmp = folder / _part_name(entry)
         out = open(tmp, "wb")
     except OSError as e:
-        raise DataError(f"{entry.name}: {target} is not there and the cache folder {folder} is not writable ({e}); {where}") from e
+        raise DataError(
+            f"{entry.name}: {target} is not there and the cache folder {folder} is not writable ({e}); {where}"
+        ) from e
     if progress is None:
         progress = sys.stderr.isatty()
     try:

@@ -1,18 +1,23 @@
 """Training data: token ids on disk, and random windows of them as batches.
 
-A corpus is tokenized once into a flat ``uint16`` array (two bytes a token) and memory-mapped,
-so a 2 GB corpus costs no RAM. A batch is ``batch_size`` random windows of ``context_length + 1``
-consecutive ids: the first ``context_length`` are the input, the last ``context_length`` the
-targets (each position predicts the next id).
+A corpus is tokenized once into a flat ``uint16`` array (two bytes a token, described by a small
+JSON file beside it: :mod:`lmcore.tokenfile`) and memory-mapped, so a 2 GB corpus costs no RAM.
+A batch is ``batch_size`` random windows of ``context_length + 1`` consecutive ids: the first
+``context_length`` are the input, the last ``context_length`` the targets (each position
+predicts the next id).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .tokenfile import open_tokens, save_tokens
+from .tokenizer.pretokenize import ENDOFTEXT
 
 __all__ = [
     "get_batch", "batch_from_starts", "split_stories", "prepare_dataset", "prepare_corpus", "load_tokens", "unigram_entropy",
@@ -50,7 +55,7 @@ def get_batch(
     return batch_from_starts(tokens, starts, context_length, device)
 
 
-def split_stories(text: str, separator: str = "<|endoftext|>", complete_only: bool = True) -> list[str]:
+def split_stories(text: str, separator: str = ENDOFTEXT, complete_only: bool = True) -> list[str]:
     """Stories of a file joined by ``separator``, stripped, empties dropped.
 
     With ``complete_only`` the text after the last separator is dropped: a byte-range sample
@@ -67,7 +72,7 @@ def prepare_dataset(
     text_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     valid_fraction: float = 0.1,
-    separator: str = "<|endoftext|>",
+    separator: str = ENDOFTEXT,
 ) -> dict[str, Path]:
     """Tokenize a file of stories into ``train.uint16`` and ``valid.uint16`` in ``out_dir``.
 
@@ -75,8 +80,6 @@ def prepare_dataset(
     split between training and validation. Each story is followed by the separator token, so the
     model learns where stories end.
     """
-    if tokenizer.vocab_size > 1 << 16:
-        raise ValueError(f"a vocabulary of {tokenizer.vocab_size} ids does not fit uint16")
     stories = split_stories(Path(text_path).read_text(encoding="utf-8"), separator)
     n_valid = max(1, round(len(stories) * valid_fraction)) if valid_fraction > 0 else 0
     splits = {"train": stories[: len(stories) - n_valid], "valid": stories[len(stories) - n_valid :]}
@@ -85,21 +88,15 @@ def prepare_dataset(
     paths = {}
     for name, part in splits.items():
         ids = tokenizer.encode("".join(s + separator for s in part))
-        path = out / f"{name}.uint16"
-        np.asarray(ids, dtype=np.uint16).tofile(path)
-        paths[name] = path
+        paths[name] = save_tokens(out / f"{name}.uint16", ids, tokenizer.vocab_size)
     return paths
 
 
-def load_tokens(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
-    """Memory-map a ``uint16`` id file; with ``vocab_size``, refuse ids the model has no embedding for."""
-    tokens = np.memmap(path, dtype=np.uint16, mode="r")
-    if vocab_size is not None and len(tokens) and int(tokens.max()) >= vocab_size:
-        raise ValueError(
-            f"{path}: holds id {int(tokens.max())} but the model's vocab_size is {vocab_size}; "
-            "was it tokenized with another tokenizer?"
-        )
-    return tokens
+def load_tokens(path: str | os.PathLike, vocab_size: int | None = None, context_length: int | None = None) -> np.memmap:
+    """Memory-map a ``uint16`` id file after :func:`lmcore.tokenfile.open_tokens` checked it: with
+    ``vocab_size``, ids the model has no embedding for are refused; with ``context_length``, a
+    file too short for one window of ``context_length + 1`` ids."""
+    return open_tokens(path, vocab_size, min_tokens=1 if context_length is None else context_length + 1)
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:
@@ -128,7 +125,7 @@ def prepare_corpus(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_text, valid_text = fetch(train_name, progress=progress), fetch(valid_name, progress=progress)
-    specials = ["<|endoftext|>"]
+    specials = [ENDOFTEXT]
     vocab, merges = train_bpe(train_text, vocab_size, specials, num_workers=num_workers, progress=progress)
     tokenizer = Tokenizer(vocab, merges, specials)
     tokenizer.save(out / "tokenizer.json")
@@ -151,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--valid", default="tinystories-valid", help="registry name of the validation text")
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
-    paths = prepare_corpus(args.out_dir, args.train, args.valid, args.vocab_size, args.workers)
+    from .data import DataError
+
+    try:
+        paths = prepare_corpus(args.out_dir, args.train, args.valid, args.vocab_size, args.workers)
+    except (DataError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

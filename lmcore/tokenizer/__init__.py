@@ -5,13 +5,16 @@ reads and writes GPT-2's file format.
 """
 
 from .gpt2 import bytes_to_unicode, read_vocab_merges, write_vocab_merges
-from .pretokenize import GPT2_PATTERN, count_pretokens, find_chunk_boundaries
+from .merge import apply_merge
+from .pretokenize import ENDOFTEXT, GPT2_PATTERN, count_pretokens, find_chunk_boundaries
 from .tokenizer import Tokenizer, load_gpt2
 from .train import merge_pretokens, train_bpe
 
 __all__ = [
+    "ENDOFTEXT",
     "GPT2_PATTERN",
     "Tokenizer",
+    "apply_merge",
     "bytes_to_unicode",
     "count_pretokens",
     "find_chunk_boundaries",

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from .pretokenize import ENDOFTEXT
 from .tokenizer import Tokenizer
 from .train import train_bpe
 
@@ -21,26 +22,29 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="learn a vocabulary from a UTF-8 text file")
     t.add_argument("input")
     t.add_argument("--vocab-size", type=int, required=True)
-    t.add_argument("--special", action="append", default=None, help="special token (repeatable; default <|endoftext|>)")
+    t.add_argument("--special", action="append", default=None, help=f"special token (repeatable; default {ENDOFTEXT})")
     t.add_argument("--workers", type=int, default=os.cpu_count())
     t.add_argument("--out", required=True, help="tokenizer JSON file to write")
+    t.add_argument("--errors", choices=("strict", "replace"), default="strict", help="bytes that are not UTF-8: refuse or U+FFFD")
     e = sub.add_parser("encode", help="encode a text file to a uint16 array of ids")
     e.add_argument("tokenizer", help="tokenizer JSON file written by 'train'")
     e.add_argument("input")
     e.add_argument("--out", required=True)
     e.add_argument("--workers", type=int, default=os.cpu_count())
+    e.add_argument("--errors", choices=("strict", "replace"), default="strict", help="bytes that are not UTF-8: refuse or U+FFFD")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     try:
         if args.command == "train":
-            specials = args.special if args.special is not None else ["<|endoftext|>"]
-            vocab, merges = train_bpe(args.input, args.vocab_size, specials, num_workers=args.workers, progress=True)
+            specials = args.special if args.special is not None else [ENDOFTEXT]
+            vocab, merges = train_bpe(args.input, args.vocab_size, specials, num_workers=args.workers, progress=True,
+                                      errors=args.errors)
             Tokenizer(vocab, merges, specials).save(args.out)
             print(f"{len(vocab)} tokens, {len(merges)} merges -> {args.out} ({time.perf_counter() - start:.1f} s)")
         else:
             tok = Tokenizer.load(args.tokenizer)
-            n = tok.encode_file(args.input, args.out, num_workers=args.workers, progress=True)
+            n = tok.encode_file(args.input, args.out, num_workers=args.workers, progress=True, errors=args.errors)
             print(f"{n:,} tokens -> {args.out} ({time.perf_counter() - start:.1f} s)")
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

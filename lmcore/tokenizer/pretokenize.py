@@ -6,9 +6,10 @@ cutting. Special tokens such as ``<|endoftext|>`` are split out before that, so 
 (and therefore no merge) ever spans a document boundary.
 
 Counting pre-tokens is the expensive part of training, and it parallelises cleanly: the file
-is cut into chunks whose boundaries fall on a special token, each worker process counts its
-chunks, and the counts are summed. Memory grows with the number of distinct pre-tokens, not
-with the file.
+is cut into chunks, each worker process counts its chunks, and the counts are summed. Memory
+grows with the number of distinct pre-tokens, not with the file. Encoding a file in parallel
+cuts it the same way. A cut is only made where it cannot change the result (see
+:func:`first_safe_cut`), so chunked training and encoding equal their one-piece versions.
 """
 
 from __future__ import annotations
@@ -23,19 +24,49 @@ import regex
 from tqdm import tqdm
 
 __all__ = [
+    "ENDOFTEXT",
     "GPT2_PATTERN",
     "PRETOKEN_RE",
+    "check_special_tokens",
     "special_token_re",
     "split_special",
+    "first_safe_cut",
+    "last_safe_cut",
     "find_chunk_boundaries",
+    "read_utf8",
     "count_pretokens",
     "worker_pool",
 ]
+
+#: The document separator of GPT-2 and TinyStories, the default special token everywhere.
+ENDOFTEXT = "<|endoftext|>"
 
 #: GPT-2's pre-tokenizer: contractions, letters, numbers and other symbols each with an optional
 #: leading space, and runs of whitespace (the last space of a run stays with the next word).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
+_CUT = regex.compile(r"\S(?=\s)")
+_LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
+
+
+def check_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
+    """The special tokens as a list without repeats, or ``ValueError`` for what cannot be one.
+
+    A bare string is refused rather than read as a list of one-character tokens, and so is the
+    empty string, which would match between every two characters.
+    """
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, (str, bytes)):
+        raise ValueError(f"special_tokens must be a list of strings, got the string {special_tokens!r}; "
+                         f"write [{special_tokens!r}]")
+    tokens = list(special_tokens)
+    for t in tokens:
+        if not isinstance(t, str):
+            raise ValueError(f"special tokens must be strings, got {t!r} ({type(t).__name__})")
+        if not t:
+            raise ValueError("the empty string cannot be a special token")
+    return list(dict.fromkeys(tokens))
 
 
 def special_token_re(special_tokens: Iterable[str]) -> regex.Pattern | None:
@@ -62,35 +93,112 @@ def split_special(text: str, special_re: regex.Pattern | None) -> Iterator[tuple
         yield text[start:], False
 
 
-def find_chunk_boundaries(path: str | os.PathLike, n_chunks: int, split_token: bytes) -> list[int]:
-    """Byte offsets ``[0, ..., size]`` that cut the file into about ``n_chunks`` pieces.
+def _special_across(text: str, cut: int, special_re: regex.Pattern | None, longest: int):
+    """The special token of ``text`` that spans offset ``cut``, if any."""
+    if special_re is None:
+        return None
+    hits = special_re.finditer(text, max(0, cut - longest), cut + longest)
+    return next((m for m in hits if m.start() < cut < m.end()), None)
 
-    Each inner offset is moved forward to the next occurrence of ``split_token``, so no chunk
-    cuts a document (or a UTF-8 character) in half. Fewer chunks come back when the token is rare.
+
+def first_safe_cut(text: str, start: int, special_re: regex.Pattern | None, longest: int) -> int | None:
+    """The first offset at or after ``start`` where ``text`` can be cut without changing how it
+    pre-tokenizes or encodes, or None.
+
+    A cut between a non-space and a whitespace character is a pre-token boundary whatever comes
+    before or after: no branch of GPT-2's pattern matches a non-space followed by a space (a
+    run of newlines such as ``"\n\n\n"`` is one pre-token, so a cut inside it is not safe). The
+    cut must also not fall inside a special token, nor within ``longest`` characters of either
+    end of ``text``, where a special token may be only partly visible.
+    """
+    pos = max(start, longest)
+    while (m := _CUT.search(text, pos, len(text) - longest)) is not None:
+        cut = m.end()
+        if cut > len(text) - longest:
+            return None
+        inside = _special_across(text, cut, special_re, longest)
+        if inside is None:
+            return cut
+        pos = inside.end()
+    return None
+
+
+def last_safe_cut(text: str, special_re: regex.Pattern | None, longest: int) -> int:
+    """The last offset where ``text`` can be cut by the rule of :func:`first_safe_cut` (0: none).
+
+    Streaming encoding uses it: what follows the cut may still be arriving, so the cut keeps
+    ``longest`` characters before the end.
+    """
+    limit = len(text) - longest
+    while limit > 0:
+        m = _LAST_CUT.search(text, 0, limit + 1)
+        if m is None:
+            return 0
+        inside = _special_across(text, m.end(), special_re, longest)
+        if inside is None:
+            return m.end()
+        limit = inside.start() - 1
+    return 0
+
+
+def find_chunk_boundaries(path: str | os.PathLike, n_chunks: int, special_tokens: Sequence[str] = ()) -> list[int]:
+    """Byte offsets ``[0, ..., size]`` that cut a UTF-8 file into about ``n_chunks`` pieces.
+
+    Each inner offset is moved forward to the next safe cut (:func:`first_safe_cut`), so every
+    chunk pre-tokenizes and encodes exactly as it does inside the whole file. Fewer chunks come
+    back when the text has few safe cuts. Training and :meth:`Tokenizer.encode_file` both use it.
     """
     if n_chunks < 1:
         raise ValueError("n_chunks must be at least 1")
+    special_re = special_token_re(special_tokens)
+    longest = max((len(s.encode("utf-8")) for s in special_tokens), default=0)
     size = os.path.getsize(path)
-    guesses = [size * i // n_chunks for i in range(n_chunks + 1)]
-    step = 1 << 16
+    bounds = [0]
     with open(path, "rb") as f:
         for i in range(1, n_chunks):
-            pos = guesses[i]
-            f.seek(pos)
-            carry = b""
-            while True:
-                block = f.read(step)
-                if not block:
-                    guesses[i] = size
-                    break
-                found = (carry + block).find(split_token)
-                if found != -1:
-                    guesses[i] = pos - len(carry) + found
-                    break
-                keep = len(split_token) - 1
-                carry = (carry + block)[-keep:] if keep else b""
-                pos += len(block)
-    return sorted(set(guesses))
+            guess = max(size * i // n_chunks, bounds[-1])
+            cut = _next_cut(f, guess, size, special_re, longest)
+            if cut >= size:
+                break
+            if cut > bounds[-1]:
+                bounds.append(cut)
+    return [*bounds, size]
+
+
+def _next_cut(f, guess: int, size: int, special_re, longest: int) -> int:
+    """Byte offset of the first safe cut at or after ``guess`` (``size`` when there is none)."""
+    span = 1 << 16
+    while True:
+        begin = max(0, guess - longest - 3)
+        f.seek(begin)
+        block = f.read(guess - begin + span)
+        while begin and block[:1] and 0x80 <= block[0] < 0xC0:  # start on a whole character
+            begin, block = begin + 1, block[1:]
+        # surrogateescape keeps one character per undecodable byte, so offsets map back exactly
+        text = block.decode("utf-8", errors="surrogateescape")
+        head = len(block[: guess - begin].decode("utf-8", errors="surrogateescape"))
+        cut = first_safe_cut(text, head + 1, special_re, longest)
+        if cut is not None:
+            return begin + len(text[:cut].encode("utf-8", errors="surrogateescape"))
+        if begin + len(block) >= size:
+            return size
+        span *= 2
+
+
+def read_utf8(path: str | os.PathLike, start: int, end: int, errors: str = "strict") -> str:
+    """Bytes ``start:end`` of a file as text. Bytes that are not UTF-8 raise ``ValueError`` naming
+    the file and the byte offset, unless ``errors="replace"`` asks for U+FFFD instead."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start)
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        bad = raw[e.start : e.start + 4]
+        raise ValueError(
+            f"{os.fspath(path)}: not UTF-8 at byte offset {start + e.start:,} ({bad!r}); convert the file to UTF-8, "
+            "or pass errors='replace' to read such bytes as U+FFFD"
+        ) from None
 
 
 def worker_pool(num_workers: int, initializer=None, initargs: tuple = ()) -> mp.pool.Pool:
@@ -99,11 +207,9 @@ def worker_pool(num_workers: int, initializer=None, initargs: tuple = ()) -> mp.
     return ctx.Pool(num_workers, initializer=initializer, initargs=initargs)
 
 
-def _count_chunk(args: tuple[str, int, int, tuple[str, ...]]) -> Counter[str]:
-    path, start, end, special_tokens = args
-    with open(path, "rb") as f:
-        f.seek(start)
-        text = f.read(end - start).decode("utf-8", errors="replace")
+def _count_chunk(args: tuple[str, int, int, tuple[str, ...], str]) -> Counter[str]:
+    path, start, end, special_tokens, errors = args
+    text = read_utf8(path, start, end, errors)
     counts: Counter[str] = Counter()
     special_re = special_token_re(special_tokens)
     for piece, is_special in split_special(text, special_re):
@@ -119,29 +225,30 @@ def count_pretokens(
     num_workers: int | None = None,
     chunk_bytes: int = 1 << 22,
     progress: bool = False,
+    errors: str = "strict",
 ) -> Counter[str]:
     """Count every pre-token of a UTF-8 text file, in parallel worker processes.
 
-    Chunks of about ``chunk_bytes`` are cut at the first special token (or, without special
-    tokens, at a newline) and handed to ``num_workers`` processes (default: all cores).
+    Chunks of about ``chunk_bytes`` (cut by :func:`find_chunk_boundaries`) are handed to
+    ``num_workers`` processes (default: all cores). Bytes that are not UTF-8 raise
+    ``ValueError`` naming the file and offset, unless ``errors="replace"``.
     """
     path = os.fspath(path)
+    specials = tuple(check_special_tokens(special_tokens))
     num_workers = num_workers or os.cpu_count() or 1
     size = os.path.getsize(path)
-    n_chunks = max(num_workers, -(-size // chunk_bytes))
-    split = special_tokens[0].encode("utf-8") if special_tokens else b"\n"
-    bounds = find_chunk_boundaries(path, n_chunks, split)
-    jobs = [(path, a, b, tuple(special_tokens)) for a, b in zip(bounds, bounds[1:])]
+    bounds = find_chunk_boundaries(path, max(num_workers, -(-size // chunk_bytes)), specials)
+    jobs = [(path, a, b, specials, errors) for a, b in zip(bounds, bounds[1:])]
     total: Counter[str] = Counter()
     with tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress) as bar:
         if num_workers == 1 or len(jobs) == 1:
             results: Iterable[Counter[str]] = map(_count_chunk, jobs)
-            for (_, a, b, _), counts in zip(jobs, results):
+            for (_, a, b, *_), counts in zip(jobs, results):
                 total.update(counts)
                 bar.update(b - a)
         else:
             with worker_pool(num_workers) as pool:
-                for (_, a, b, _), counts in zip(jobs, pool.imap(_count_chunk, jobs)):
+                for (_, a, b, *_), counts in zip(jobs, pool.imap(_count_chunk, jobs)):
                     total.update(counts)
                     bar.update(b - a)
     return total

@@ -8,24 +8,34 @@ repeats its words, so a cache from pre-token to ids does most of the work.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import regex
 from tqdm import tqdm
 
+from .. import tokenfile
 from . import gpt2
-from .pretokenize import PRETOKEN_RE, find_chunk_boundaries, special_token_re, split_special, worker_pool
-from .train import apply_merge
+from .merge import apply_merge
+from .pretokenize import (
+    ENDOFTEXT,
+    PRETOKEN_RE,
+    check_special_tokens,
+    find_chunk_boundaries,
+    last_safe_cut,
+    read_utf8,
+    special_token_re,
+    split_special,
+    worker_pool,
+)
 
 __all__ = ["Tokenizer", "load_gpt2"]
 
 FORMAT = "lmcore-bpe"
 FORMAT_VERSION = 1
-_LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
 
 
 class _PretokenCache(dict):
@@ -70,7 +80,7 @@ class Tokenizer:
                 if part not in ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): {part!r} is not in the vocabulary; vocab and merges disagree")
             self._ranks[(ids[a], ids[b])] = (rank, ids[a + b])
-        self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or ()))
+        self.special_tokens: list[str] = check_special_tokens(special_tokens)
         self.special_ids: dict[str, int] = {}
         for s in self.special_tokens:
             token = s.encode("utf-8")
@@ -117,28 +127,6 @@ class Tokenizer:
                     self._cache.clear()
         return out
 
-    def _safe_cut(self, text: str) -> int:
-        """The last offset where ``text`` can be cut without changing how it encodes (0: none).
-
-        A cut between a non-space and a space is a pre-token boundary whatever follows, as
-        long as it is not inside a special token, nor so near the end that one may be arriving.
-        """
-        limit = len(text) - self._longest_special
-        while limit > 0:
-            m = _LAST_CUT.search(text, 0, limit + 1)
-            if m is None:
-                return 0
-            cut = m.end()
-            inside = None
-            if self._special_re is not None:
-                lo = max(0, cut - self._longest_special)
-                hits = self._special_re.finditer(text, lo, cut + self._longest_special)
-                inside = next((s for s in hits if s.start() < cut < s.end()), None)
-            if inside is None:
-                return cut
-            limit = inside.start() - 1
-        return 0
-
     def encode_iterable(self, iterable: Iterable[str], buffer_chars: int = 1 << 16) -> Iterator[int]:
         """Yield the ids of the concatenated strings (a text file handle, say) lazily.
 
@@ -153,7 +141,7 @@ class Tokenizer:
             held += len(chunk)
             if held >= buffer_chars:
                 text = "".join(parts)
-                cut = self._safe_cut(text)
+                cut = last_safe_cut(text, self._special_re, self._longest_special)
                 if cut:
                     yield from self.encode(text[:cut])
                     text = text[cut:]
@@ -172,8 +160,12 @@ class Tokenizer:
             raise ValueError(f"token ids must be integers ({e})") from None
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
-        return self.decode_bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD.
+
+        Ids must be integers (Python, NumPy or one-element integer tensors): ``1.7`` is refused,
+        not rounded to a token.
+        """
+        return self.decode_bytes(_as_id(i) for i in ids).decode("utf-8", errors="replace")
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -198,12 +190,24 @@ class Tokenizer:
             raise ValueError(f"{path}: not an lmcore tokenizer file (no \"format\": \"{FORMAT}\")")
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"{path}: tokenizer format version {data.get('version')}, this lmcore reads {FORMAT_VERSION}")
-        vocab = {int(i): gpt2.from_text(t, str(path)) for t, i in data["vocab"].items()}
+        fields = {"vocab": dict, "merges": list, "special_tokens": list}
+        for name, kind in fields.items():
+            if not isinstance(data.get(name), kind):
+                got = "missing" if name not in data else f"a {type(data[name]).__name__}"
+                raise ValueError(f"{path}: field {name!r} must be a JSON {'object' if kind is dict else 'array'}, it is {got}")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in data["vocab"].values()):
+            raise ValueError(f"{path}: field 'vocab' must map token strings to non-negative integer ids")
+        vocab = {i: gpt2.from_text(t, str(path)) for t, i in data["vocab"].items()}
         merges = []
-        for line in data["merges"]:
-            a, b = line.split(" ")
-            merges.append((gpt2.from_text(a, str(path)), gpt2.from_text(b, str(path))))
-        return cls(vocab, merges, data["special_tokens"])
+        for n, line in enumerate(data["merges"]):
+            parts = line.split(" ") if isinstance(line, str) else []
+            if len(parts) != 2:
+                raise ValueError(f"{path}: merges[{n}] must be two tokens separated by one space, got {line!r}")
+            merges.append((gpt2.from_text(parts[0], str(path)), gpt2.from_text(parts[1], str(path))))
+        try:
+            return cls(vocab, merges, data["special_tokens"])
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     @classmethod
     def from_files(
@@ -221,37 +225,37 @@ class Tokenizer:
         num_workers: int = 1,
         chunk_bytes: int = 1 << 20,
         progress: bool = False,
+        errors: str = "strict",
     ) -> int:
         """Encode a UTF-8 text file to a flat ``uint16`` array on disk; returns the number of tokens.
 
-        Chunks are cut at the first special token and encoded in ``num_workers`` processes;
-        results are written in file order. ``uint16`` holds ids below 65,536, two bytes a token.
+        Chunks are cut where the ids cannot change (:func:`~lmcore.tokenizer.find_chunk_boundaries`,
+        the planner training uses) and encoded in ``num_workers`` processes; results are written
+        in file order, so the file equals ``encode`` of the whole text. ``uint16`` holds ids below
+        65,536, two bytes a token; a small JSON beside it (:mod:`lmcore.tokenfile`) records the
+        dtype, vocabulary size and token count, which training checks.
         """
         if self.vocab_size > 1 << 16:
             raise ValueError(f"vocab of {self.vocab_size} ids does not fit uint16")
         size = os.path.getsize(input_path)
-        split = self.special_tokens[0].encode("utf-8") if self.special_tokens else b"\n"
-        bounds = find_chunk_boundaries(input_path, max(num_workers, -(-size // chunk_bytes)), split)
-        jobs = [(os.fspath(input_path), a, b) for a, b in zip(bounds, bounds[1:])]
-        output_path = Path(output_path)
-        tmp = output_path.with_name(output_path.name + ".part")
-        n = 0
-        with open(tmp, "wb") as out, tqdm(total=size, unit="B", unit_scale=True, desc="encode", disable=not progress) as bar:
+        bounds = find_chunk_boundaries(input_path, max(num_workers, -(-size // chunk_bytes)), self.special_tokens)
+        jobs = [(os.fspath(input_path), a, b, errors) for a, b in zip(bounds, bounds[1:])]
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc="encode", disable=not progress)
+        with tokenfile.TokenWriter(output_path, self.vocab_size) as out, bar:
             if num_workers == 1:
                 _init_worker(self)
                 results = map(_encode_chunk, jobs)
-                for (_, a, b), arr in zip(jobs, results):
-                    out.write(arr.tobytes())
-                    n += arr.size
-                    bar.update(b - a)
             else:
-                with worker_pool(num_workers, _init_worker, (self,)) as pool:
-                    for (_, a, b), arr in zip(jobs, pool.imap(_encode_chunk, jobs)):
-                        out.write(arr.tobytes())
-                        n += arr.size
-                        bar.update(b - a)
-        os.replace(tmp, output_path)
-        return n
+                pool = worker_pool(num_workers, _init_worker, (self,))
+                results = pool.imap(_encode_chunk, jobs)
+            try:
+                for (_, a, b, _), arr in zip(jobs, results):
+                    out.write(arr)
+                    bar.update(b - a)
+            finally:
+                if num_workers != 1:
+                    pool.terminate()
+        return out.count
 
 
 _WORKER: Tokenizer | None = None
@@ -262,15 +266,19 @@ def _init_worker(tokenizer: Tokenizer) -> None:
     _WORKER = tokenizer
 
 
-def _encode_chunk(job: tuple[str, int, int]) -> np.ndarray:
-    path, start, end = job
-    with open(path, "rb") as f:
-        f.seek(start)
-        text = f.read(end - start).decode("utf-8", errors="replace")
-    return np.asarray(_WORKER.encode(text), dtype=np.uint16)
+def _encode_chunk(job: tuple[str, int, int, str]) -> np.ndarray:
+    path, start, end, errors = job
+    return np.asarray(_WORKER.encode(read_utf8(path, start, end, errors)), dtype=np.uint16)
 
 
-def load_gpt2(special_tokens: Sequence[str] = ("<|endoftext|>",)) -> Tokenizer:
+def _as_id(i) -> int:
+    try:
+        return operator.index(i)
+    except TypeError:
+        raise ValueError(f"token ids must be integers, got {i!r} ({type(i).__name__})") from None
+
+
+def load_gpt2(special_tokens: Sequence[str] = (ENDOFTEXT,)) -> Tokenizer:
     """GPT-2's tokenizer from its published vocab and merges (fetched into the data cache)."""
     from ..data import fetch
 

@@ -19,26 +19,13 @@ from collections.abc import Mapping, Sequence
 
 from tqdm import tqdm
 
-from .pretokenize import count_pretokens
+from .merge import apply_merge
+from .pretokenize import ENDOFTEXT, check_special_tokens, count_pretokens
 
-__all__ = ["train_bpe", "merge_pretokens", "apply_merge"]
+__all__ = ["train_bpe", "merge_pretokens"]
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
-
-
-def apply_merge(ids: list[int], a: int, b: int, new: int) -> list[int]:
-    """Replace every adjacent ``a, b`` in ``ids`` by ``new``, left to right (``a a a`` with pair ``a a`` gives ``new a``)."""
-    merged: list[int] = []
-    i = 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
-            merged.append(new)
-            i += 2
-        else:
-            merged.append(ids[i])
-            i += 1
-    return merged
 
 
 def _descending_key(token: bytes) -> bytes:
@@ -65,7 +52,7 @@ def merge_pretokens(
     Returns ``(vocab, merges)``; ``len(vocab) <= vocab_size`` (fewer when no pair is left to merge).
     If ``merge_counts`` is a list, the count of each merged pair is appended to it, in merge order.
     """
-    specials = list(dict.fromkeys(special_tokens))
+    specials = check_special_tokens(special_tokens)
     vocab: Vocab = {i: bytes([i]) for i in range(256)}
     for s in specials:
         vocab[len(vocab)] = s.encode("utf-8")
@@ -140,17 +127,21 @@ def merge_pretokens(
 def train_bpe(
     input_path: str | os.PathLike,
     vocab_size: int,
-    special_tokens: Sequence[str] = ("<|endoftext|>",),
+    special_tokens: Sequence[str] = (ENDOFTEXT,),
     *,
     num_workers: int | None = None,
     progress: bool = False,
+    errors: str = "strict",
 ) -> tuple[Vocab, Merges]:
     """Train a byte-level BPE tokenizer on a UTF-8 text file.
 
     Pre-tokens are counted in ``num_workers`` processes (default: all cores), then merged.
-    Returns ``vocab`` (id -> bytes) and ``merges`` (in the order they were learned).
+    Returns ``vocab`` (id -> bytes) and ``merges`` (in the order they were learned). Bytes that
+    are not UTF-8 raise ``ValueError`` naming the file and offset; ``errors="replace"`` trains
+    on U+FFFD in their place instead.
     """
-    if vocab_size < 256 + len(set(special_tokens)):
+    special_tokens = check_special_tokens(special_tokens)
+    if vocab_size < 256 + len(special_tokens):
         raise ValueError(f"vocab_size {vocab_size} cannot hold the 256 bytes and the special tokens")
-    counts = count_pretokens(input_path, list(special_tokens), num_workers=num_workers, progress=progress)
+    counts = count_pretokens(input_path, special_tokens, num_workers=num_workers, progress=progress, errors=errors)
     return merge_pretokens(counts, vocab_size, special_tokens, progress=progress)

@@ -85,14 +85,16 @@ def test_deterministic_and_worker_count_independent():
     assert one == two
 
 
-def test_chunk_boundaries_fall_on_the_split_token(tmp_path):
+def test_chunk_boundaries_fall_on_safe_cuts(tmp_path):
     path = tmp_path / "c.txt"
     docs = [f"story {i} " * (i + 1) for i in range(50)]
     path.write_bytes("<|endoftext|>".join(docs).encode())
     data = path.read_bytes()
-    bounds = find_chunk_boundaries(path, 7, b"<|endoftext|>")
-    assert bounds[0] == 0 and bounds[-1] == len(data) and bounds == sorted(set(bounds))
-    assert all(data[b:].startswith(b"<|endoftext|>") for b in bounds[1:-1])
+    bounds = find_chunk_boundaries(path, 7, ["<|endoftext|>"])
+    assert len(bounds) == 8 and bounds[0] == 0 and bounds[-1] == len(data) and bounds == sorted(set(bounds))
+    for b in bounds[1:-1]:  # between a non-space and a space, never inside a special token
+        assert not data[b - 1 : b].isspace() and data[b : b + 1].isspace()
+        assert all(not (m.start() < b < m.end()) for m in regex.finditer(regex.escape(b"<|endoftext|>"), data))
     counts = count_pretokens(path, ["<|endoftext|>"], num_workers=2, chunk_bytes=200)
     assert counts == Counter(t for d in docs for t in regex.findall(GPT2_PATTERN, d))
 

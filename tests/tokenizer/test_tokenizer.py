@@ -151,3 +151,107 @@ def test_encode_file(small, stories, tmp_path, workers):
     ids = np.fromfile(tmp_path / "out.bin", dtype=np.uint16)
     assert n == ids.size and ids.tolist() == small.encode(text)
     assert not (tmp_path / "out.bin.part").exists()
+
+
+# -- bad input, and chunking that cannot change the ids (issue 12) ------------------------------------
+
+
+def test_special_tokens_must_be_a_list_of_non_empty_strings(small, tmp_path):
+    with pytest.raises(ValueError, match=r"must be a list of strings, got the string '<\|endoftext\|>'"):
+        Tokenizer(small.vocab, small.merges, EOT)
+    with pytest.raises(ValueError, match="the empty string cannot be a special token"):
+        Tokenizer(small.vocab, small.merges, [EOT, ""])
+    path = tmp_path / "c.txt"
+    path.write_text("a b c")
+    with pytest.raises(ValueError, match="must be a list of strings"):
+        train_bpe(path, 300, EOT)
+    with pytest.raises(ValueError, match="empty string"):
+        train_bpe(path, 300, [""])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_non_utf8_training_input_is_refused_with_the_offset(tmp_path, workers):
+    path = tmp_path / "latin1.txt"
+    good = ("the cat sat on the mat. " * 400).encode()
+    path.write_bytes(good + "café".encode("latin-1") + good)
+    offset = len(good) + 3
+    with pytest.raises(ValueError, match=rf"latin1.txt: not UTF-8 at byte offset {offset:,} \(b'\\xe9"):
+        train_bpe(path, 300, [EOT], num_workers=workers)
+    vocab, _ = train_bpe(path, 300, [EOT], num_workers=workers, errors="replace")  # asked for explicitly
+    assert any(b"\xef\xbf" in t for t in vocab.values())  # U+FFFD's bytes were counted and merged
+
+
+def test_encode_file_refuses_non_utf8(small, tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"the cat \xff sat")
+    with pytest.raises(ValueError, match=r"bad.txt: not UTF-8 at byte offset 8 "):
+        small.encode_file(path, tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists() and not (tmp_path / "out.bin.part").exists()
+    assert small.encode_file(path, tmp_path / "out.bin", errors="replace") == len(small.encode("the cat \ufffd sat"))
+
+
+def test_decode_refuses_non_integer_ids(small):
+    with pytest.raises(ValueError, match=r"token ids must be integers, got 1.7"):
+        small.decode([1.7])
+    with pytest.raises(ValueError, match="token ids must be integers"):
+        small.decode(["1"])
+    import torch
+
+    ids = small.encode("the cat")
+    assert small.decode(np.array(ids)) == small.decode(torch.tensor(ids)) == "the cat"
+
+
+@pytest.mark.parametrize("specials", [[], [EOT]])
+@pytest.mark.parametrize("chunk_bytes", [7, 50, 333])
+def test_encode_file_equals_encode_whatever_the_chunks(tmp_path, specials, chunk_bytes):
+    """Chunk cuts inside "\\n\\n\\n" (one pre-token) or inside a special token would change the ids."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(("once upon\n\n\na time  there\n\nwas" + EOT + "a cat \u3000 \t\n") * 40, encoding="utf-8")
+    vocab, merges = train_bpe(corpus, 300, specials or [EOT])
+    tok = Tokenizer(vocab, merges, specials)
+    text = ("the end.\n\n\n\nThe start" + EOT + "x\n\n\ny 针 🐶\u3000\u3000z  \n") * 300
+    path = tmp_path / "in.txt"
+    path.write_text(text, encoding="utf-8")
+    for workers in (1, 2):
+        n = tok.encode_file(path, tmp_path / "out.uint16", num_workers=workers, chunk_bytes=chunk_bytes)
+        ids = np.fromfile(tmp_path / "out.uint16", dtype=np.uint16).tolist()
+        assert n == len(ids) and ids == tok.encode(text)
+    meta = json.loads((tmp_path / "out.uint16.json").read_text())
+    assert meta == {"dtype": "uint16", "vocab_size": tok.vocab_size, "num_tokens": n}
+
+
+def test_chunked_training_equals_one_piece(tmp_path):
+    """Pre-token counts from many small chunks equal those of the whole file, with and without specials."""
+    from collections import Counter
+
+    import regex
+
+    from lmcore.tokenizer import count_pretokens
+
+    path = tmp_path / "c.txt"
+    text = ("a\n\n\nb  c" + EOT + "d \u3000e\n\n") * 200
+    path.write_text(text, encoding="utf-8")
+    assert count_pretokens(path, [], num_workers=2, chunk_bytes=13) == Counter(regex.findall(GPT2_PATTERN, text))
+    pieces = text.split(EOT)
+    expected = Counter(t for p in pieces for t in regex.findall(GPT2_PATTERN, p))
+    assert count_pretokens(path, [EOT], num_workers=2, chunk_bytes=13) == expected
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("vocab"), r"field 'vocab' must be a JSON object, it is missing"),
+        (lambda d: d.update(merges="a b"), r"field 'merges' must be a JSON array, it is a str"),
+        (lambda d: d.update(special_tokens=EOT), r"field 'special_tokens' must be a JSON array"),
+        (lambda d: d["merges"].append("a b c"), r"merges\[\d+\] must be two tokens separated by one space"),
+        (lambda d: d["vocab"].update({"zz": "7"}), r"field 'vocab' must map token strings to non-negative integer ids"),
+        (lambda d: d.update(special_tokens=[""]), r"the empty string cannot be a special token"),
+    ],
+)
+def test_load_names_the_bad_field(small, tmp_path, change, message):
+    small.save(tmp_path / "t.json")
+    data = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+    change(data)
+    (tmp_path / "t.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"t.json: " + message):
+        Tokenizer.load(tmp_path / "t.json")
