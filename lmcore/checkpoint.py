@@ -83,8 +83,20 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        reason = f"{type(e).__name__}: {e}"
+    except pickle.UnpicklingError as e:
+        # PyTorch's own message suggests weights_only=False, which would run whatever code the
+        # file carries: never repeat that advice, only the detail
+        text = str(e)
+        if "global" in text.lower():
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects other than tensors and plain data, which lmcore never "
+                "unpickles (loading them could run code from the file). Use a checkpoint written by lmcore.save_checkpoint"
+            ) from None
+        details = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((d for d in details if "weights_only" not in d and "torch.load" not in d), "not a pickle")
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({detail}); delete it or use another") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason}); delete it or use another") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lmcore checkpoint")

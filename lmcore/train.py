@@ -3,14 +3,25 @@
     python -m lmcore.train --config configs/tinystories-17m.yaml max_steps=100 model.d_model=256
     torchrun --nproc_per_node 2 -m lmcore.train --config ...      # DistributedDataParallel
 
-One ``TrainConfig`` (a dataclass, loadable from YAML or JSON, overridable with ``key=value``)
-says everything about a run. The loop samples random windows from memory-mapped ``uint16`` ids,
-runs AdamW with a cosine schedule and gradient clipping, accumulates gradients over micro-batches,
-evaluates on validation data every ``eval_every`` steps, and logs one JSON line per logged step.
-A non-finite loss stops the run with :class:`TrainingDiverged` and leaves the last good
-checkpoint alone; Ctrl-C saves a checkpoint before exiting. On a GPU it uses bf16 autocast and,
-if asked, ``torch.compile``. Under ``torchrun`` each process takes its slice of every global batch,
-so the losses equal one process's with the same global batch.
+One ``TrainConfig`` (a dataclass, loadable from YAML or JSON, overridable with ``key=value``,
+each value read by its field's type) says everything about a run. The loop samples random
+windows from memory-mapped ``uint16`` ids, runs AdamW with a cosine schedule and gradient
+clipping, accumulates gradients over micro-batches, evaluates on validation data every
+``eval_every`` steps, and logs one JSON line per logged step.
+
+Nothing is lost and nothing is silently wrong:
+
+- A run refuses an ``out_dir`` that holds an earlier run unless told ``resume=true`` (continue
+  it exactly) or ``overwrite=true``.
+- Ctrl-C and SIGTERM (a time limit, Slurm, ``docker stop``) only raise a flag; the loop finishes
+  the step it is in, logs it, saves a checkpoint at that step boundary and stops with
+  :class:`TrainingInterrupted`, so a resumed run equals one that was never interrupted. A
+  second Ctrl-C stops at once, keeping the last checkpoint.
+- A non-finite loss stops the run with :class:`TrainingDiverged`; a checkpoint is written only
+  when its weights are finite and give a finite loss, so the one kept always resumes.
+
+On a GPU it uses bf16 autocast and, if asked, ``torch.compile``. Under ``torchrun`` each process
+takes its slice of every global batch, so the losses equal one process's with the same global batch.
 """
 
 from __future__ import annotations
@@ -19,8 +30,12 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+import types
+import typing
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +52,9 @@ from .model import ModelConfig, TransformerLM
 from .nn import cross_entropy
 from .optim import AdamW, clip_grad_norm, cosine_lr
 
-__all__ = ["TrainConfig", "TrainingDiverged", "load_config", "train", "evaluate", "sweep", "main"]
+__all__ = [
+    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "load_config", "train", "evaluate", "sweep", "main",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,6 +63,18 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, history: list[dict]) -> None:
         super().__init__(message)
         self.history = history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run at a step boundary, after a checkpoint was saved there.
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it. ``signum`` is the signal,
+    ``step`` the last completed step (the checkpoint's iteration).
+    """
+
+    def __init__(self, message: str, signum: int, step: int) -> None:
+        super().__init__(message)
+        self.signum, self.step = signum, step
 
 
 @dataclass
@@ -69,12 +98,13 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 10
     log_every: int = 10
-    checkpoint_every: int = 0  # 0: only at the end (and on Ctrl-C)
+    checkpoint_every: int = 0  # 0: only at the end (and on Ctrl-C or SIGTERM)
     seed: int = 0
     device: str = "auto"
     compile: bool = False
     bf16: str = "auto"  # "auto": autocast to bf16 on CUDA; "on" or "off" to force
-    resume: bool = False
+    resume: bool = False  # continue the run in out_dir from its checkpoint
+    overwrite: bool = False  # start afresh in an out_dir that holds an earlier run, deleting it
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -89,37 +119,106 @@ class TrainConfig:
             raise ValueError("max_steps, eval_every and log_every must be positive")
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError(f"bf16 must be auto, on or off, got {self.bf16!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other; choose one")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare string such as a path
+# -- reading configs: every value by its field's type ------------------------------------------------
+
+_FALSE, _TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """``value`` (text from the command line, or a YAML/JSON value) as ``kind``, else ``ValueError``.
+
+    ``resume=False`` is False, not the non-empty string 'False'; ``model.d_ff=64.5`` and
+    ``lr=abc`` are refused naming the key and the type it needs.
+    """
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+
+    def refuse(expected: str) -> ValueError:
+        return ValueError(f"config key {key!r} needs {expected}, got {value!r}")
+
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is typing.Literal:
+        if value not in args:
+            raise refuse("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _FALSE + _TRUE:
+            return value.strip().lower() in _TRUE
+        raise refuse("true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise refuse("an integer")
+    if kind is float:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise refuse("a number") from None
+        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+            raise refuse("a finite number")
+        return float(number)
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise refuse("a string")
+    if origin is tuple:
+        items = value
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+        if not isinstance(items, list | tuple) or len(items) != len(args):
+            raise refuse(f"{len(args)} values, as [a, b]")
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(items, args)))
+    raise refuse(str(kind))
 
 
 def _apply(data: dict, key: str, value: Any) -> None:
-    """Set ``a.b=value`` in nested dicts, refusing keys the configs do not have."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    """Set ``a.b=value`` in nested dicts, read by the field's type; unknown keys are refused."""
+    fields = _field_types(TrainConfig)
+    model_fields = _field_types(ModelConfig)
     head, _, rest = key.partition(".")
     if head not in fields:
         raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(fields))}")
     if rest:
         if head != "model" or rest not in model_fields:
             raise ValueError(f"unknown config key {key!r}; model keys: {', '.join(sorted(model_fields))}")
-        data.setdefault("model", {})[rest] = value
+        data.setdefault("model", {})[rest] = _coerce(key, value, model_fields[rest])
+    elif head == "model":
+        if not isinstance(value, dict):
+            raise ValueError(f"config key 'model' needs a mapping of model keys, got {value!r}")
+        for k, v in value.items():
+            _apply(data, f"model.{k}", v)
     else:
-        data[head] = value
+        data[head] = _coerce(key, value, fields[head])
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """A ``TrainConfig`` from a YAML or JSON file plus ``key=value`` overrides (``model.d_model=256``).
 
-    Unknown keys raise ``ValueError`` before anything else happens.
+    Unknown keys and values of the wrong type raise ``ValueError`` before anything else happens.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -130,18 +229,28 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             import yaml
 
             raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
         for key, value in raw.items():
-            if key == "model" and isinstance(value, dict):
-                for k, v in value.items():
-                    _apply(data, f"model.{k}", v)
-            else:
-                _apply(data, key, value)
+            _apply(data, str(key), value)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value")
-        _apply(data, key.strip(), _parse_value(value.strip()))
+        _apply(data, key.strip(), value.strip())
     return TrainConfig(**data)
+
+
+def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with ``{"lr": 1e-2, "model.norm": "post"}`` applied (typed and checked)."""
+    data: dict[str, Any] = {}
+    for key, value in overrides.items():
+        _apply(data, key, value)
+    model = data.pop("model", {})
+    return dataclasses.replace(config, **data, model=dataclasses.replace(config.model, **model))
+
+
+# -- the loop ------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -168,120 +277,211 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only record that a stop was asked for.
+
+    The loop looks at :attr:`signum` between steps, so a checkpoint never holds half a step. A
+    second SIGINT raises ``KeyboardInterrupt`` at once (the last checkpoint stays as it was).
+    Outside the main thread signals cannot be caught and nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class _Run:
+    """The state of one training run, and the steps ``train`` reads top to bottom."""
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = c = config
+        self.rank, self.world = _distributed()
+        if c.batch_size % (self.world * c.grad_accum_steps):
+            n = self.world * c.grad_accum_steps
+            raise ValueError(f"batch_size {c.batch_size} must divide by processes x grad_accum_steps = {n}")
+        self.micro = c.batch_size // (self.world * c.grad_accum_steps)
+        m = c.model
+        self.train_tokens = load_tokens(c.train_path, m.vocab_size, m.context_length)
+        self.valid_tokens = load_tokens(c.valid_path, m.vocab_size, m.context_length) if c.valid_path else None
+        self.device = pick_device(None if c.device == "auto" else c.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
+            torch.cuda.set_device(self.device)
+        self.autocast = c.bf16 == "on" or (c.bf16 == "auto" and self.device.type == "cuda")
+
+        torch.manual_seed(c.seed)
+        self.model = TransformerLM(m, device=self.device)
+        self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+        self.out = Path(c.out_dir)
+        self.ckpt, self.log_path = self.out / "checkpoint.pt", self.out / "log.jsonl"
+        self.gen = torch.Generator().manual_seed(c.seed)
+        self.completed, self.history, self.tokens_seen = 0, [], 0
+        self.saved: int | None = None  # iteration of the checkpoint on disk written by this run
+        self.last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.t0 = time.perf_counter()
+
+    # -- resume, or refuse to clobber an earlier run -------------------------------------------------
+    def resume_or_start(self) -> None:
+        c = self.config
+        if c.resume and self.ckpt.exists():
+            state = load_checkpoint(self.ckpt, self.model, self.optimizer, model_config=c.model.to_dict())
+            self.completed = self.saved = state["iteration"]
+            self.gen.set_state(state["extra"]["batch_rng"])
+            self.history = state["extra"]["history"]
+            self.tokens_seen = state["extra"]["tokens_seen"]
+            if self.rank == 0:  # the log restarts from what the checkpoint knew
+                self.log_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        else:
+            earlier = self.ckpt.exists() or (self.log_path.exists() and self.log_path.stat().st_size > 0)
+            if earlier and not c.resume and not c.overwrite:
+                raise ValueError(
+                    f"{self.out} holds an earlier run (checkpoint.pt or log.jsonl); to keep it, continue it with "
+                    "resume=true or choose a new out_dir; to delete it and start again, pass overwrite=true"
+                )
+            if self.rank == 0:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self.ckpt.unlink(missing_ok=True)
+                self.log_path.write_text("")
+        self.net: torch.nn.Module = self.model
+        if c.compile:
+            self.net = torch.compile(self.net)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+
+    # -- one optimizer step ------------------------------------------------------------------------
+    def step(self) -> dict:
+        """Step ``completed + 1``: forward and backward over the micro-batches, clip, update.
+
+        Returns the step's numbers; raises :class:`TrainingDiverged` before updating on a
+        non-finite loss.
+        """
+        c, step = self.config, self.completed
+        lr = cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, c.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        # one global batch of window starts, drawn identically in every process; each takes its slice
+        starts = torch.randint(0, len(self.train_tokens) - c.model.context_length, (c.batch_size,), generator=self.gen)
+        mine = starts.view(self.world, c.grad_accum_steps, self.micro)[self.rank]
+        loss_sum = torch.zeros((), device=self.device)
+        for i in range(c.grad_accum_steps):
+            x, y = batch_from_starts(self.train_tokens, mine[i], c.model.context_length, self.device)
+            sync = i == c.grad_accum_steps - 1 or self.world == 1
+            ctx = self.net.no_sync() if (self.world > 1 and not sync) else nullcontext()
+            with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss = cross_entropy(self.net(x), y) / c.grad_accum_steps
+                loss.backward()
+            loss_sum += loss.detach()
+        self.last_batch = (x, y)
+        if self.world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= self.world
+        train_loss = loss_sum.item()
+        if not math.isfinite(train_loss):
+            kept = f"The last good checkpoint is {self.ckpt} (step {self.saved})." if self.saved else "No checkpoint was written."
+            raise TrainingDiverged(f"loss is {train_loss} at step {step + 1} (lr {lr:.3g}); stopped. {kept}", self.history)
+        grad_norm = clip_grad_norm(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.completed = step + 1
+        self.tokens_seen += c.batch_size * c.model.context_length
+        return {"step": self.completed, "tokens": self.tokens_seen, "wall_s": round(time.perf_counter() - self.t0, 3),
+                "lr": lr, "train_loss": train_loss, "grad_norm": float(grad_norm)}
+
+    # -- evaluate and log --------------------------------------------------------------------------
+    def evaluate_and_log(self, numbers: dict, bar: tqdm) -> None:
+        c, done = self.config, self.completed
+        final = done == c.max_steps
+        if not (done % c.log_every == 0 or done % c.eval_every == 0 or final):
+            return
+        record = dict(numbers)
+        if self.valid_tokens is not None and (done % c.eval_every == 0 or final):
+            record["valid_loss"] = evaluate(self.net, self.valid_tokens, c, self.device, self.autocast)
+        self.history.append(record)
+        if self.rank == 0:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            shown = {"loss": f"{record['train_loss']:.3f}"}
+            if "valid_loss" in record:
+                shown["valid"] = f"{record['valid_loss']:.3f}"
+            bar.set_postfix(shown)
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _sound(self) -> bool:
+        """Weights finite, and a finite loss on the last batch: a checkpoint worth resuming from."""
+        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
+            return False
+        if self.last_batch is None:
+            return True
+        x, y = self.last_batch
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return math.isfinite(cross_entropy(self.model(x), y).item())
+
+    def checkpoint(self) -> None:
+        """Save the state after step ``completed``, if it is sound; else stop as diverged."""
+        if self.completed == self.saved:
+            return
+        if not self._sound():
+            kept = f"the last good checkpoint is {self.ckpt} (step {self.saved})" if self.saved else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"after step {self.completed} (lr {self.history[-1]['lr'] if self.history else self.config.lr:.3g}) the weights "
+                f"are not finite or give a non-finite loss; not saved, {kept}", self.history)
+        if self.rank == 0:
+            extra = {"train_config": json.loads(json.dumps(self.config.to_dict())), "batch_rng": self.gen.get_state(),
+                     "history": self.history, "tokens_seen": self.tokens_seen}
+            save_checkpoint(self.ckpt, self.model, self.optimizer, self.completed, model_config=self.config.model.to_dict(),
+                            extra=extra)
+        self.saved = self.completed
+
+    def stop_requested(self, signals: _StopSignals) -> int | None:
+        """The signal that asked to stop, agreed by all processes (so all stop at the same step)."""
+        if self.world == 1:
+            return signals.signum
+        flag = torch.tensor(float(signals.signum or 0), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+
 def train(config: TrainConfig) -> list[dict]:
     """Run training; return the log records (also written to ``out_dir/log.jsonl``)."""
-    rank, world = _distributed()
-    if config.batch_size % (world * config.grad_accum_steps):
-        n = world * config.grad_accum_steps
-        raise ValueError(f"batch_size {config.batch_size} must divide by processes x grad_accum_steps = {n}")
-    c = config.model
-    train_tokens = load_tokens(config.train_path, c.vocab_size)
-    valid_tokens = load_tokens(config.valid_path, c.vocab_size) if config.valid_path else None
-    device = pick_device(None if config.device == "auto" else config.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)
-    autocast = config.bf16 == "on" or (config.bf16 == "auto" and device.type == "cuda")
-
-    torch.manual_seed(config.seed)
-    model = TransformerLM(c, device=device)
-    optimizer = AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
-    out = Path(config.out_dir)
-    ckpt = out / "checkpoint.pt"
-    log_path = out / "log.jsonl"
-    gen = torch.Generator().manual_seed(config.seed)
-    start, history, tokens_seen = 0, [], 0
-    if config.resume and ckpt.exists():
-        state = load_checkpoint(ckpt, model, optimizer, model_config=c.to_dict())
-        start = state["iteration"]
-        gen.set_state(state["extra"]["batch_rng"])
-        history = state["extra"]["history"]
-        tokens_seen = state["extra"]["tokens_seen"]
-        if rank == 0:  # the log restarts from what the checkpoint knew
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
-
-    net: torch.nn.Module = model
-    if config.compile:
-        net = torch.compile(net)
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    completed, batch_rng = start, gen.get_state()  # the last finished step, and the RNG state after it
-
-    def checkpoint(iteration: int) -> None:
-        gen.set_state(batch_rng)
-        if rank == 0:
-            extra = {"train_config": json.loads(json.dumps(config.to_dict())), "batch_rng": gen.get_state(),
-                     "history": history, "tokens_seen": tokens_seen}
-            save_checkpoint(ckpt, model, optimizer, iteration, model_config=c.to_dict(), extra=extra)
-
-    micro = config.batch_size // (world * config.grad_accum_steps)
-    t_ctx = c.context_length
-    bar = tqdm(total=config.max_steps, initial=start, desc="train", unit="step", disable=not (config.progress and rank == 0))
-    t0 = time.perf_counter()
-    try:
-        for step in range(start, config.max_steps):
-            lr = cosine_lr(step, config.lr, config.min_lr, config.warmup_steps, config.max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # one global batch of window starts, drawn identically in every process; each takes its slice
-            starts = torch.randint(0, len(train_tokens) - t_ctx, (config.batch_size,), generator=gen)
-            mine = starts.view(world, config.grad_accum_steps, micro)[rank]
-            loss_sum = torch.zeros((), device=device)
-            for i in range(config.grad_accum_steps):
-                x, y = batch_from_starts(train_tokens, mine[i], t_ctx, device)
-                sync = i == config.grad_accum_steps - 1 or world == 1
-                ctx = net.no_sync() if (world > 1 and not sync) else nullcontext()
-                with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss = cross_entropy(net(x), y) / config.grad_accum_steps
-                    loss.backward()
-                loss_sum += loss.detach()
-            if world > 1:
-                dist.all_reduce(loss_sum)
-                loss_sum /= world
-            train_loss = loss_sum.item()
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(
-                    f"loss is {train_loss} at step {step + 1} (lr {lr:.3g}); stopped. "
-                    + (f"The last good checkpoint is {ckpt}." if ckpt.exists() else "No checkpoint was written."),
-                    history,
-                )
-            grad_norm = clip_grad_norm(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            completed, batch_rng = step + 1, gen.get_state()
-            tokens_seen += config.batch_size * t_ctx
-            done = step + 1
-            record = None
-            if done % config.log_every == 0 or done % config.eval_every == 0 or done == config.max_steps:
-                record = {"step": done, "tokens": tokens_seen, "wall_s": round(time.perf_counter() - t0, 3), "lr": lr,
-                          "train_loss": train_loss, "grad_norm": float(grad_norm)}
-            if valid_tokens is not None and (done % config.eval_every == 0 or done == config.max_steps):
-                record["valid_loss"] = evaluate(net, valid_tokens, config, device, autocast)
-            if record is not None:
-                history.append(record)
-                if rank == 0:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    shown = {"loss": f"{train_loss:.3f}"}
-                    if "valid_loss" in record:
-                        shown["valid"] = f"{record['valid_loss']:.3f}"
-                    bar.set_postfix(shown)
+    run = _Run(config)
+    run.resume_or_start()
+    c = config
+    bar = tqdm(total=c.max_steps, initial=run.completed, desc="train", unit="step", disable=not (c.progress and run.rank == 0))
+    with _StopSignals() as signals, bar:
+        while run.completed < c.max_steps:
+            numbers = run.step()
+            run.evaluate_and_log(numbers, bar)
             bar.update()
-            if config.checkpoint_every and done % config.checkpoint_every == 0:
-                checkpoint(done)
-        checkpoint(config.max_steps)
-    except KeyboardInterrupt:
-        checkpoint(completed)
-        bar.close()
-        print(f"\ninterrupted: checkpoint saved after step {completed} in {ckpt}; resume with resume=true", file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-    return history
+            if c.checkpoint_every and run.completed % c.checkpoint_every == 0:
+                run.checkpoint()
+            signum = run.stop_requested(signals)
+            if signum is not None and run.completed < c.max_steps:
+                run.checkpoint()
+                name = signal.Signals(signum).name
+                message = f"{name}: checkpoint saved after step {run.completed} in {run.ckpt}; resume with resume=true"
+                if run.rank == 0:
+                    print(f"\n{message}", file=sys.stderr)
+                raise TrainingInterrupted(message, signum, run.completed)
+        run.checkpoint()
+    return run.history
 
 
 def sweep(
@@ -295,14 +495,11 @@ def sweep(
     """
     results = {}
     for label, overrides in variants.items():
-        data = base.to_dict()
-        data["model"] = dict(data["model"])
-        for key, value in overrides.items():
-            _apply(data, key, value)
         slug = "".join(ch if ch.isalnum() else "-" for ch in label)
-        data["out_dir"] = str(Path(out_root or base.out_dir) / slug)
+        config = with_overrides(base, overrides)
+        config = dataclasses.replace(config, out_dir=str(Path(out_root or base.out_dir) / slug))
         try:
-            results[label] = train(TrainConfig(**data))
+            results[label] = train(config)
         except TrainingDiverged as err:
             step = (err.history[-1]["step"] + 1) if err.history else 1
             results[label] = [*err.history, {"step": step, "train_loss": math.inf, "diverged": True}]
@@ -322,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError, TrainingDiverged, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        return 128 + e.signum
     except KeyboardInterrupt:
         return 130
     finally:

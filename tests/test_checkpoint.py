@@ -44,3 +44,32 @@ def test_config_mismatch_names_the_fields(tmp_path):
     bigger = ModelConfig(**{**CFG.to_dict(), "d_model": 32})
     with pytest.raises(CheckpointError, match="d_model: checkpoint 16 vs model 32"):
         load_checkpoint(tmp_path / "c.pt", TransformerLM(bigger), model_config=bigger.to_dict())
+
+
+class _Boom:
+    """Unpickling this would call os.system: the kind of file a checkpoint loader must refuse."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch should-not-exist",))
+
+
+@pytest.mark.parametrize("case", ["malicious", "truncated", "garbage"])
+def test_load_errors_never_suggest_weights_only_false(tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.pt"
+    if case == "malicious":
+        torch.save({"format": "lmcore-checkpoint", "evil": _Boom()}, path)
+    else:
+        save_checkpoint(path, TransformerLM(CFG), None, 1, model_config=CFG.to_dict())
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3] if case == "truncated" else b"\x80\x02garbage" * 50)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, TransformerLM(CFG))
+    message = str(err.value)
+    assert "weights_only" not in message and "Re-running" not in message and "\n" not in message
+    assert str(path) in message
+    if case == "malicious":
+        assert "refused" in message and "never unpickles" in message
+    assert not (tmp_path / "should-not-exist").exists()

@@ -2,8 +2,12 @@
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +15,8 @@ import torch
 
 from lmcore import train as train_mod
 from lmcore.checkpoint import CheckpointError, load_checkpoint
-from lmcore.train import TrainingDiverged, load_config, train
+from lmcore.nn import default_d_ff
+from lmcore.train import TrainingDiverged, TrainingInterrupted, load_config, train
 
 MODEL = {"vocab_size": 64, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 
@@ -42,43 +47,6 @@ def test_learns_and_logs(data):
     assert lines == history and [r["step"] for r in lines] == list(range(1, 31))
     assert {"step", "tokens", "wall_s", "lr", "train_loss"} <= set(lines[0]) and "valid_loss" in lines[5]
     assert load_checkpoint(data / "run" / "checkpoint.pt")["iteration"] == 30
-
-
-def test_resume_reproduces_the_uninterrupted_losses(data, monkeypatch):
-    straight = train(config(data, out_dir=str(data / "a"), grad_accum_steps=2))
-    calls = {"n": 0}
-    real = train_mod.clip_grad_norm
-
-    def interrupt_at_step_7(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "clip_grad_norm", interrupt_at_step_7)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(data, out_dir=str(data / "b"), grad_accum_steps=2))
-    assert load_checkpoint(data / "b" / "checkpoint.pt")["iteration"] == 6
-    monkeypatch.setattr(train_mod, "clip_grad_norm", real)
-    resumed = train(config(data, out_dir=str(data / "b"), grad_accum_steps=2, resume=True))
-    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
-    assert [r.get("valid_loss") for r in resumed] == [r.get("valid_loss") for r in straight]
-
-
-def test_nan_stops_with_a_clear_error_and_keeps_the_last_checkpoint(data, monkeypatch):
-    real = train_mod.cross_entropy
-    calls = {"n": 0}
-
-    def nan_from_step_5(logits, targets):
-        calls["n"] += 1
-        loss = real(logits, targets)
-        return loss * float("nan") if calls["n"] > 4 + 2 else loss  # two eval batches run after step 4
-
-    monkeypatch.setattr(train_mod, "cross_entropy", nan_from_step_5)
-    with pytest.raises(TrainingDiverged, match="loss is nan at step 5.*last good checkpoint") as err:
-        train(config(data, checkpoint_every=4, eval_every=4))
-    assert len(err.value.history) == 5 - 1
-    assert load_checkpoint(data / "run" / "checkpoint.pt")["iteration"] == 4
 
 
 def test_bad_input_fails_before_compute(data):
@@ -161,3 +129,171 @@ def test_sweep_runs_variants_and_records_divergence(data, monkeypatch):
     assert results["post"][-1]["train_loss"] != results["base"][-1]["train_loss"]
     assert results["huge"][-1]["diverged"] and results["huge"][-1]["train_loss"] == float("inf")
     assert (data / "run" / "post" / "log.jsonl").exists()
+
+
+# -- nothing lost, nothing silently wrong (issue 12) -------------------------------------------------
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def _signal_after(delay: float, signum: int) -> threading.Thread:
+    """Send a real signal to this process after ``delay`` seconds (the main thread receives it)."""
+    thread = threading.Thread(target=lambda: (time.sleep(delay), os.kill(os.getpid(), signum)), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_signals_at_random_moments_resume_to_the_uninterrupted_weights(data):
+    """Ctrl-C and SIGTERM at random moments (inside a step, inside evaluation, between steps):
+    the checkpoint is taken at a step boundary, so resuming gives bit-identical weights and logs."""
+    over = dict(max_steps=40, grad_accum_steps=2, eval_every=5, log_every=1)
+    start = time.perf_counter()
+    straight = train(config(data, out_dir=str(data / "straight"), **over))
+    duration = time.perf_counter() - start
+    want = _weights(data / "straight" / "checkpoint.pt")
+    rng = random.Random(12)
+    interrupted = 0
+    for k, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT]):
+        out = data / f"cut{k}"
+        thread = _signal_after(rng.uniform(0.05, 0.8) * duration, signum)
+        try:
+            train(config(data, out_dir=str(out), **over))
+        except TrainingInterrupted as e:
+            interrupted += 1
+            assert e.signum == signum and load_checkpoint(out / "checkpoint.pt")["iteration"] == e.step < 40
+            logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+            assert logged == straight[: len(logged)] or [r["step"] for r in logged] == list(range(1, e.step + 1))
+        thread.join()
+        resumed = train(config(data, out_dir=str(out), resume=True, **over))
+        assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in straight]
+        assert [r.get("valid_loss") for r in resumed] == [r.get("valid_loss") for r in straight]
+        got = _weights(out / "checkpoint.pt")
+        assert all(torch.equal(got[name], want[name]) for name in want)
+    assert interrupted >= 4  # a signal may land after the last step; nearly all land inside the run
+
+
+def test_interrupt_during_evaluation_keeps_that_steps_record(data, monkeypatch):
+    real = train_mod.evaluate
+
+    def evaluate_then_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the evaluation runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", evaluate_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted) as err:
+        train(config(data, eval_every=4, max_steps=12))
+    assert err.value.step == 4
+    logged = [json.loads(x) for x in (data / "run" / "log.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 4 and "valid_loss" in logged[-1]
+    assert load_checkpoint(data / "run" / "checkpoint.pt")["extra"]["history"] == logged
+
+
+def test_sigterm_on_the_command_line_saves_and_resumes(data):
+    """What a time limit, Slurm or docker stop does: SIGTERM, then the exit code 128 + 15."""
+    args = [sys.executable, "-m", "lmcore.train", f"train_path={data / 'train.uint16'}", f"valid_path={data / 'valid.uint16'}",
+            f"out_dir={data / 'cli'}", "batch_size=4", "eval_every=50", "eval_batches=1", "log_every=1", "progress=false",
+            "device=cpu", *[f"model.{k}={v}" for k, v in MODEL.items()]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = data / "cli" / "log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    step = load_checkpoint(data / "cli" / "checkpoint.pt")["iteration"]
+    assert step >= 3 and f"SIGTERM: checkpoint saved after step {step}" in err
+    done = subprocess.run([*args, f"max_steps={step + 2}", "resume=true"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == step + 2
+
+
+def test_second_run_in_the_same_out_dir_is_refused(data):
+    train(config(data, max_steps=6))
+    before = ((data / "run" / "log.jsonl").read_text(), load_checkpoint(data / "run" / "checkpoint.pt")["iteration"])
+    with pytest.raises(ValueError, match=r"run holds an earlier run .*resume=true .*new out_dir.*overwrite=true"):
+        train(config(data, max_steps=3))
+    assert ((data / "run" / "log.jsonl").read_text(), load_checkpoint(data / "run" / "checkpoint.pt")["iteration"]) == before
+    assert train(config(data, max_steps=3, overwrite=True))[-1]["step"] == 3
+    assert load_checkpoint(data / "run" / "checkpoint.pt")["iteration"] == 3
+    with pytest.raises(ValueError, match="contradict"):
+        config(data, resume=True, overwrite=True)
+
+
+def test_huge_learning_rate_keeps_only_a_sound_checkpoint(data):
+    """lr=1e6 with a checkpoint every step: the kept checkpoint has finite weights and loss, and resumes."""
+    with pytest.raises(TrainingDiverged, match=r"not finite .* last good checkpoint is .* \(step (\d+)\)") as err:
+        train(config(data, lr=1e6, checkpoint_every=1, max_steps=30))
+    state = load_checkpoint(data / "run" / "checkpoint.pt")
+    assert all(bool(w.isfinite().all()) for w in state["model"].values())
+    model = train_mod.TransformerLM(train_mod.ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    x = torch.arange(16).view(1, 16) % 64
+    assert bool(model(x).isfinite().all())
+    assert f"(step {state['iteration']})" in str(err.value)
+    # it resumes, and exactly: the same next step breaks the same way, and the checkpoint is left alone
+    with pytest.raises(TrainingDiverged) as again:
+        train(config(data, lr=1e6, checkpoint_every=1, max_steps=30, resume=True))
+    assert str(again.value) == str(err.value)
+    assert load_checkpoint(data / "run" / "checkpoint.pt")["iteration"] == state["iteration"]
+
+
+def test_overrides_are_read_by_the_fields_type():
+    cfg = load_config(None, ["resume=False", "compile=false", "progress=0", "lr=3e-4", "max_steps=1_000", "betas=0.9,0.99",
+                             "model.d_ff=none", "model.norm=post", "out_dir=runs/x"])
+    got = (cfg.resume, cfg.compile, cfg.progress, cfg.lr, cfg.max_steps, cfg.betas)
+    assert got == (False, False, False, 3e-4, 1000, (0.9, 0.99))
+    assert (cfg.model.norm, cfg.out_dir, cfg.model.d_ff) == ("post", "runs/x", default_d_ff(512))
+    assert load_config(None, ["resume=true", "betas=[0.8, 0.9]"]).resume is True
+    for item, message in [("lr=abc", "'lr' needs a number, got 'abc'"), ("model.d_ff=64.5", "'model.d_ff' needs an integer"),
+                          ("resume=maybe", "'resume' needs true or false"), ("model.norm=side", "'model.norm' needs one of"),
+                          ("lr=nan", "'lr' needs a finite number"), ("betas=0.9", "'betas' needs 2 values")]:
+        with pytest.raises(ValueError, match=message):
+            load_config(None, [item])
+
+
+def test_yaml_values_of_the_wrong_type_are_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("max_steps: 1.5\n")
+    with pytest.raises(ValueError, match="'max_steps' needs an integer, got 1.5"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("case", ["int32", "int64", "empty", "odd", "meta-count", "meta-dtype", "short-train", "short-valid"])
+def test_bad_token_files_are_refused_naming_the_file(data, case):
+    ids = np.fromfile(data / "train.uint16", dtype=np.uint16)
+    bad = data / "bad.uint16"
+    key, message = "train_path", None
+    if case in ("int32", "int64"):
+        ids.astype(case).tofile(bad)
+        message = "every other uint16 is 0, as in 32- or 64-bit ids"
+    elif case == "empty":
+        bad.write_bytes(b"")
+        message = "the token file is empty"
+    elif case == "odd":
+        bad.write_bytes(ids.tobytes() + b"\x01")
+        message = "not a whole number of uint16 ids"
+    elif case.startswith("meta"):
+        from lmcore.tokenfile import meta_path, save_tokens
+
+        save_tokens(bad, ids, 64)
+        meta = json.loads(meta_path(bad).read_text())
+        meta.update({"num_tokens": 7} if case == "meta-count" else {"dtype": "int32"})
+        meta_path(bad).write_text(json.dumps(meta))
+        message = "cut short or overwritten" if case == "meta-count" else "holds int32 ids"
+    else:
+        ids[:10].tofile(bad)
+        key, message = ("train_path" if case == "short-train" else "valid_path"), "holds 10 ids, fewer than the 17"
+    with pytest.raises(ValueError, match=rf"bad.uint16: .*{message}"):
+        train(config(data, **{key: str(bad)}))
+    assert not (data / "run" / "checkpoint.pt").exists()
+
+
+def test_command_line_user_errors_are_one_line(data):
+    for args, message in [(["resume=perhaps"], "error: config key 'resume' needs true or false"),
+                          ([f"train_path={data / 'nope.uint16'}"], "nope.uint16: no such token file")]:
+        run = subprocess.run([sys.executable, "-m", "lmcore.train", *args], capture_output=True, text=True)
+        assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1
