@@ -10,6 +10,12 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.interop`: weights to and from Hugging Face's Llama.
 - :mod:`lmcore.accounting`: parameters, FLOPs, memory and time as formulas.
 - :mod:`lmcore.optim`: SGD toy, AdamW, cosine schedule, gradient clipping.
+- :mod:`lmcore.tokenfile`: token id files on disk, with the JSON that describes them.
+- :mod:`lmcore.dataset`: training data as memory-mapped ids, and batches of windows.
+- :mod:`lmcore.checkpoint`: checkpoints written atomically and loaded safely.
+- :mod:`lmcore.train`: ``TrainConfig``, the training loop, sweeps.
+- :mod:`lmcore.generate`: sampling with temperature, top-p and a key/value cache.
+- :mod:`lmcore.plotting`: loss curves.
 - :mod:`lmcore.device`: device choice and repeatable runs.
 
 Names are imported on first use, so ``import lmcore.tokenizer`` does not load PyTorch.
@@ -38,7 +44,10 @@ _EXPORTS = {
     "cosine_lr": "optim",
     "clip_grad_norm": "optim",
 }
-_MODULES = ["accounting", "data", "device", "interop", "model", "nn", "optim", "tokenizer", "unicode"]
+_MODULES = [
+    "accounting", "checkpoint", "data", "dataset", "device", "generate", "interop", "model", "nn", "optim", "plotting",
+    "tokenfile", "tokenizer", "train", "unicode",
+]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
 
@@ -55,7 +64,23 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import accounting, data, device, interop, model, nn, optim, tokenizer, unicode  # noqa: F401
+    from . import (  # noqa: F401
+        accounting,
+        checkpoint,
+        data,
+        dataset,
+        device,
+        generate,
+        interop,
+        model,
+        nn,
+        optim,
+        plotting,
+        tokenfile,
+        tokenizer,
+        train,
+        unicode,
+    )
     from .data import DataError, fetch  # noqa: F401
     from .device import pick_device, set_determinism  # noqa: F401
     from .model import ModelConfig, TransformerLM  # noqa: F401

@@ -93,11 +93,40 @@ def to_llama(model: TransformerLM, attn_implementation: str = "eager"):
     return llama.eval()
 
 
+def _unrepresentable(c) -> list[str]:
+    """What in a ``LlamaConfig`` a ``TransformerLM`` cannot compute; empty when the two models agree."""
+    found = []
+    heads = c.num_attention_heads
+    if getattr(c, "num_key_value_heads", heads) != heads:
+        found.append(f"num_key_value_heads {c.num_key_value_heads} != num_attention_heads {heads} (grouped-query attention)")
+    head_dim = getattr(c, "head_dim", None)
+    if head_dim is not None and head_dim != c.hidden_size // heads:
+        found.append(f"head_dim {head_dim} != hidden_size / num_attention_heads = {c.hidden_size // heads}")
+    if getattr(c, "attention_bias", False):
+        found.append("attention_bias=True (lmcore's projections have no bias)")
+    if getattr(c, "mlp_bias", False):
+        found.append("mlp_bias=True (lmcore's feed-forward has no bias)")
+    if getattr(c, "hidden_act", "silu") != "silu":
+        found.append(f"hidden_act {c.hidden_act!r} (lmcore's SwiGLU uses silu)")
+    rope = dict(getattr(c, "rope_parameters", None) or {})
+    scaling = dict(getattr(c, "rope_scaling", None) or {})
+    kinds = {rope.get("rope_type", "default"), scaling.get("rope_type", scaling.get("type", "default"))} - {"default"}
+    if kinds:
+        found.append(f"RoPE scaling {sorted(kinds)[0]!r} (lmcore implements plain RoPE)")
+    return found
+
+
 def from_llama(llama) -> TransformerLM:
-    """A ``TransformerLM`` with the weights of a ``LlamaForCausalLM`` (multi-head, no grouped KV)."""
+    """A ``TransformerLM`` with the weights of a ``LlamaForCausalLM``.
+
+    A config lmcore cannot compute the same way (grouped-query attention, biases, another
+    activation, RoPE scaling, another head size) raises ``ValueError`` listing every difference,
+    rather than loading weights into a model that would give other logits.
+    """
     c = llama.config
-    if c.num_key_value_heads != c.num_attention_heads:
-        raise ValueError("grouped-query attention (num_key_value_heads < num_attention_heads) has no lmcore equivalent")
+    differences = _unrepresentable(c)
+    if differences:
+        raise ValueError("this Llama config has no lmcore equivalent: " + "; ".join(differences))
     theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", 10_000.0))
     config = ModelConfig(
         vocab_size=c.vocab_size, context_length=c.max_position_embeddings, d_model=c.hidden_size,

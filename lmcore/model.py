@@ -8,6 +8,7 @@ layout most course code uses, so checkpoints move between implementations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -66,10 +67,14 @@ class ModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if self.d_ff is None:
             self.d_ff = default_d_ff(self.d_model) if self.ffn == "swiglu" else 4 * self.d_model
-        if self.d_ff < 1:
-            raise ValueError(f"d_ff must be positive, got {self.d_ff}")
+        if not isinstance(self.d_ff, int) or isinstance(self.d_ff, bool) or self.d_ff < 1:
+            raise ValueError(f"d_ff must be a positive integer, got {self.d_ff!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

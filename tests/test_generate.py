@@ -44,3 +44,30 @@ def test_top_p_keeps_the_nucleus():
     assert {int(sample_next(logits, 1.0, 1.0, gen)) for _ in range(500)} == {0, 1, 2, 3}
     with pytest.raises(ValueError):
         sample_next(logits, -1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt": [[1, 2], [3, 4]]}, r"one sequence of ids \(1-D\), got shape \(2, 2\)"),
+        ({"prompt": torch.tensor([[1, 2, 3]])}, r"1-D\), got shape \(1, 3\)"),
+        ({"prompt": [1.7, 2.2]}, "prompt ids must be integers, got torch.float32"),
+        ({"prompt": []}, "at least one token"),
+        ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+        ({"top_p": float("nan")}, "top_p must be a finite number"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be a non-negative integer, got 2.5"),
+        ({"max_new_tokens": "3"}, "max_new_tokens must be a non-negative integer"),
+    ],
+)
+def test_bad_generation_input_is_refused(model, kwargs, message):
+    args = {"prompt": [1, 2, 3], "max_new_tokens": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generate(model, args.pop("prompt"), args.pop("max_new_tokens"), **args)
+
+
+def test_prompt_may_be_a_tensor_or_numpy(model):
+    import numpy as np
+
+    want = generate(model, [1, 2, 3], 5, temperature=0)
+    assert generate(model, torch.tensor([1, 2, 3]), 5, temperature=0) == want
+    assert generate(model, np.array([1, 2, 3]), 5, temperature=0) == want

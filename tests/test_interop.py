@@ -51,3 +51,27 @@ def test_only_llama_shaped_models_convert():
     with pytest.raises(ValueError, match="only pre-norm"):
         to_llama(TransformerLM(ModelConfig(vocab_size=10, context_length=8, d_model=16, num_layers=1, num_heads=2,
                                            norm="post")))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"attention_bias": True}, "attention_bias=True"),
+        ({"mlp_bias": True}, "mlp_bias=True"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10_000.0}}, "RoPE scaling 'linear'"),
+        ({"num_key_value_heads": 2}, "grouped-query attention"),
+        ({"head_dim": 16}, "head_dim 16"),
+    ],
+)
+def test_from_llama_refuses_what_lmcore_cannot_represent(change, message):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = dict(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=16)
+    llama = LlamaForCausalLM(LlamaConfig(**{**base, **change}))
+    with pytest.raises(ValueError, match=r"no lmcore equivalent: .*" + message):
+        from_llama(llama)
+    two = LlamaForCausalLM(LlamaConfig(**{**base, "attention_bias": True, "hidden_act": "relu"}))
+    with pytest.raises(ValueError, match=r"attention_bias=True .*; hidden_act 'relu'"):
+        from_llama(two)

@@ -71,3 +71,9 @@ def test_fused_attention_backend_agrees():
     fused_model.load_state_dict(math_model.state_dict())
     x = torch.randint(0, 97, (2, 24))
     torch.testing.assert_close(fused_model(x), math_model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("theta", [0.0, -10.0, float("nan"), float("inf")])
+def test_rope_theta_must_be_positive(theta):
+    with pytest.raises(ValueError, match="rope_theta must be a positive finite number"):
+        ModelConfig(rope_theta=theta)
