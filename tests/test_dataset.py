@@ -58,3 +58,25 @@ def test_prepare_corpus_from_registry_names(tmp_path):
     ids = np.fromfile(paths["valid"], dtype=np.uint16)
     text = (cache_dir() / "tinystories-v1-valid-sample.txt").read_text(encoding="utf-8")
     assert tok.vocab_size == 400 and ids.tolist() == tok.encode(text)
+
+
+def test_command_line_errors_are_one_line(tmp_path):
+    """Unknown registry name, and offline (every URL pointed at a closed port): one error line, no traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    offline = ("import dataclasses, sys, lmcore.data as d; from lmcore.dataset import main\n"
+               f"url = 'http://127.0.0.1:{port}/x'\n"
+               "d.REGISTRY.update({k: dataclasses.replace(v, url=url) for k, v in d.REGISTRY.items()})\n"
+               "raise SystemExit(main(sys.argv[1:]))")
+    env = {"LMCORE_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    for args, message in [(["-m", "lmcore.dataset", str(tmp_path / "out"), "--train", "nope"], "error: unknown data file 'nope'"),
+                          (["-c", offline, str(tmp_path / "out")], "error: tinystories-train: could not download")]:
+        run = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert run.stderr.strip().splitlines() == [line for line in run.stderr.strip().splitlines() if line.startswith("error:")]
+        assert message in run.stderr
