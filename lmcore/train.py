@@ -53,7 +53,8 @@ from .nn import cross_entropy
 from .optim import AdamW, clip_grad_norm, cosine_lr
 
 __all__ = [
-    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "load_config", "train", "evaluate", "sweep", "main",
+    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "load_config", "with_overrides", "train", "evaluate", "sweep",
+    "main",
 ]
 
 

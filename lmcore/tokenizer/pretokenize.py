@@ -9,7 +9,7 @@ Counting pre-tokens is the expensive part of training, and it parallelises clean
 is cut into chunks, each worker process counts its chunks, and the counts are summed. Memory
 grows with the number of distinct pre-tokens, not with the file. Encoding a file in parallel
 cuts it the same way. A cut is only made where it cannot change the result (see
-:func:`first_safe_cut`), so chunked training and encoding equal their one-piece versions.
+``first_safe_cut``), so chunked training and encoding equal their one-piece versions.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def first_safe_cut(text: str, start: int, special_re: regex.Pattern | None, long
 
 
 def last_safe_cut(text: str, special_re: regex.Pattern | None, longest: int) -> int:
-    """The last offset where ``text`` can be cut by the rule of :func:`first_safe_cut` (0: none).
+    """The last offset where ``text`` can be cut by the rule of ``first_safe_cut`` (0: none).
 
     Streaming encoding uses it: what follows the cut may still be arriving, so the cut keeps
     ``longest`` characters before the end.
@@ -144,9 +144,9 @@ def last_safe_cut(text: str, special_re: regex.Pattern | None, longest: int) -> 
 def find_chunk_boundaries(path: str | os.PathLike, n_chunks: int, special_tokens: Sequence[str] = ()) -> list[int]:
     """Byte offsets ``[0, ..., size]`` that cut a UTF-8 file into about ``n_chunks`` pieces.
 
-    Each inner offset is moved forward to the next safe cut (:func:`first_safe_cut`), so every
+    Each inner offset is moved forward to the next safe cut (``first_safe_cut``), so every
     chunk pre-tokenizes and encodes exactly as it does inside the whole file. Fewer chunks come
-    back when the text has few safe cuts. Training and :meth:`Tokenizer.encode_file` both use it.
+    back when the text has few safe cuts. Training and ``Tokenizer.encode_file`` both use it.
     """
     if n_chunks < 1:
         raise ValueError("n_chunks must be at least 1")
