@@ -34,8 +34,11 @@ __all__ = ["ModelConfig", "TransformerBlock", "TransformerLM"]
 class ModelConfig:
     """The shape of a model, and the switches the ablations of chapter 7 flip.
 
-    ``attention="math"`` (the default, for teaching) computes attention and SiLU step by step;
-    ``"fused"`` (the fast path) calls PyTorch's fused kernels for both, with the same results.
+    ``kernels="math"`` (the default, for teaching) computes attention, SiLU and the training loss
+    step by step, as the book writes them; ``kernels="fused"`` (the fast path, what training
+    runs) calls PyTorch's fused kernels for all three (``scaled_dot_product_attention``,
+    ``F.silu``, ``F.cross_entropy`` via :func:`lmcore.nn.cross_entropy`), with the same results
+    to float precision; the tests check both paths against each other.
 
     ``d_ff=None`` picks the usual size: about 8/3 ``d_model`` (a multiple of 64) for SwiGLU and
     4 ``d_model`` for the plain SiLU feed-forward, so both have about the same parameters.
@@ -51,7 +54,7 @@ class ModelConfig:
     norm: Literal["pre", "post", "none"] = "pre"
     position: Literal["rope", "none"] = "rope"
     ffn: Literal["swiglu", "silu"] = "swiglu"
-    attention: Literal["math", "fused"] = "math"
+    kernels: Literal["math", "fused"] = "math"
     norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -63,7 +66,7 @@ class ModelConfig:
         if self.position == "rope" and (self.d_model // self.num_heads) % 2:
             raise ValueError(f"RoPE needs an even head dimension, got d_model/num_heads = {self.d_model // self.num_heads}")
         choices = {"norm": ("pre", "post", "none"), "position": ("rope", "none"), "ffn": ("swiglu", "silu"),
-                   "attention": ("math", "fused")}
+                   "kernels": ("math", "fused")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -97,9 +100,9 @@ class TransformerBlock(nn.Module):
             return nn.Identity() if c.norm == "none" else RMSNorm(c.d_model, c.norm_eps, device, dtype)
 
         self.ln1 = make_norm()
-        self.attn = MultiHeadSelfAttention(c.d_model, c.num_heads, rope, c.attention == "fused", device, dtype)
+        fused = c.kernels == "fused"
+        self.attn = MultiHeadSelfAttention(c.d_model, c.num_heads, rope, fused, device, dtype)
         self.ln2 = make_norm()
-        fused = c.attention == "fused"
         if c.ffn == "swiglu":
             self.ffn = SwiGLU(c.d_model, c.d_ff, device, dtype, fused)
         else:

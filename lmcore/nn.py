@@ -187,14 +187,19 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     return e / e.sum(dim=dim, keepdim=True)
 
 
-def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+def cross_entropy(logits: Tensor, targets: Tensor, fused: bool = False) -> Tensor:
     """Mean of ``-log softmax(logits)[target]`` over all leading dimensions.
 
     ``logits (..., vocab)``, ``targets (...)`` int64. Uses log-sum-exp with the max subtracted, so
-    logits of 1e4 neither overflow nor lose the answer.
+    logits of 1e4 neither overflow nor lose the answer. The max is a constant shift (it cancels
+    between the two terms), so it needs no gradient: detaching it spares backward a pass over
+    the ``(..., vocab)`` logits. ``fused=True`` calls ``F.cross_entropy``, one kernel forward
+    and backward with the same result, for the fast path.
     """
     logits = logits.float()
-    m = logits.amax(dim=-1, keepdim=True)
+    if fused:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    m = logits.amax(dim=-1, keepdim=True).detach()
     logsumexp = (logits - m).exp().sum(dim=-1).log() + m.squeeze(-1)
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (logsumexp - picked).mean()

@@ -18,8 +18,7 @@ import numpy as np
 
 __all__ = ["DTYPE", "TokenWriter", "meta_path", "save_tokens", "open_tokens"]
 
-#: Two bytes a token: ids below 65,536.
-DTYPE = np.dtype(np.uint16)
+DTYPE = np.dtype(np.uint16)  # two bytes a token: ids below 65,536
 
 
 def meta_path(path: str | os.PathLike) -> Path:

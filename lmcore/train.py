@@ -80,12 +80,16 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainConfig:
-    """A training run. Paths are relative to the working directory."""
+    """A training run. Paths are relative to the working directory.
+
+    ``model`` given as a dict (or from a file) runs the fast kernels unless it says
+    ``kernels="math"``: training wants speed, and the tests show both paths agree.
+    """
 
     train_path: str = ""
     valid_path: str = ""
     out_dir: str = "runs/default"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(kernels="fused"))  # a dict: kernels default "fused"
     batch_size: int = 32  # sequences per optimizer step, over all processes and micro-batches
     grad_accum_steps: int = 1
     max_steps: int = 1000
@@ -109,8 +113,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = ModelConfig(**self.model)
+        if isinstance(self.model, dict):  # training takes the fast path unless told kernels="math"
+            self.model = ModelConfig(**{"kernels": "fused", **self.model})
         self.betas = tuple(self.betas)
         if self.batch_size < 1 or self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
             raise ValueError(
@@ -265,7 +269,7 @@ def evaluate(model: torch.nn.Module, tokens, config: TrainConfig, device: torch.
         starts = torch.randint(0, len(tokens) - config.model.context_length, (per,), generator=gen)
         x, y = batch_from_starts(tokens, starts, config.model.context_length, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            losses.append(cross_entropy(model(x), y).item())
+            losses.append(cross_entropy(model(x), y, fused=config.model.kernels == "fused").item())
     model.train()
     return sum(losses) / len(losses)
 
@@ -328,7 +332,9 @@ class _Run:
 
         torch.manual_seed(c.seed)
         self.model = TransformerLM(m, device=self.device)
-        self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+        self.fused = m.kernels == "fused"  # the fast path: fused loss and AdamW as well
+        self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay,
+                               fused=self.fused)
         self.out = Path(c.out_dir)
         self.ckpt, self.log_path = self.out / "checkpoint.pt", self.out / "log.jsonl"
         self.gen = torch.Generator().manual_seed(c.seed)
@@ -386,7 +392,7 @@ class _Run:
             sync = i == c.grad_accum_steps - 1 or self.world == 1
             ctx = self.net.no_sync() if (self.world > 1 and not sync) else nullcontext()
             with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                loss = cross_entropy(self.net(x), y) / c.grad_accum_steps
+                loss = cross_entropy(self.net(x), y, fused=self.fused) / c.grad_accum_steps
                 loss.backward()
             loss_sum += loss.detach()
         self.last_batch = (x, y)
@@ -433,7 +439,7 @@ class _Run:
             return True
         x, y = self.last_batch
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return math.isfinite(cross_entropy(self.model(x), y).item())
+            return math.isfinite(cross_entropy(self.model(x), y, fused=self.fused).item())
 
     def checkpoint(self) -> None:
         """Save the state after step ``completed``, if it is sound; else stop as diverged."""

@@ -26,14 +26,15 @@ def _train(model, opt, steps=100):
     return loss.item()
 
 
-def test_adamw_tracks_torch_over_100_steps():
+@pytest.mark.parametrize("fused", [False, True], ids=["per-parameter", "fused"])
+def test_adamw_tracks_torch_over_100_steps(fused):
     ours, ref = _model(), _model()
     groups = lambda m: [  # noqa: E731
         {"params": [p for n, p in m.named_parameters() if "ln" not in n]},
         {"params": [p for n, p in m.named_parameters() if "ln" in n], "weight_decay": 0.0, "lr": 5e-4},
     ]
     kw = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    _train(ours, AdamW(groups(ours), **kw))
+    _train(ours, AdamW(groups(ours), **kw, fused=fused))
     _train(ref, torch.optim.AdamW(groups(ref), **kw))
     for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)

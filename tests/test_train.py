@@ -114,17 +114,10 @@ def test_shipped_configs_load():
     assert cfg.batch_size * cfg.max_steps * cfg.model.context_length == 327_680_000
 
 
-def test_sweep_runs_variants_and_records_divergence(data, monkeypatch):
+def test_sweep_runs_variants_and_records_divergence(data):
     from lmcore.train import sweep
 
-    real = train_mod.cross_entropy
-
-    def nan_when_lr_is_huge(logits, targets):
-        loss = real(logits, targets)
-        return loss * float("nan") if logits.abs().max() > 1e3 else loss
-
-    monkeypatch.setattr(train_mod, "cross_entropy", nan_when_lr_is_huge)
-    results = sweep(config(data, max_steps=6, eval_every=3), {"base": {}, "post": {"model.norm": "post"}, "huge": {"lr": 50.0}})
+    results = sweep(config(data, max_steps=6, eval_every=3), {"base": {}, "post": {"model.norm": "post"}, "huge": {"lr": 1e6}})
     assert [r["step"] for r in results["base"]] == list(range(1, 7))
     assert results["post"][-1]["train_loss"] != results["base"][-1]["train_loss"]
     assert results["huge"][-1]["diverged"] and results["huge"][-1]["train_loss"] == float("inf")
