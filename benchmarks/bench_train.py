@@ -148,7 +148,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} CPU threads, median of {args.rounds} interleaved rounds x {args.steps} steps\n")
+    print(f"torch {torch.__version__}, {args.threads} CPU threads, "
+          f"median of {args.rounds} interleaved rounds x {args.steps} steps\n")
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             steps, tokens_per_step, run = contenders(shape, Path(tmp), args.kernels)

@@ -19,6 +19,7 @@ from .model import ModelConfig, TransformerLM
 __all__ = [
     "GPT2_CONFIGS",
     "PEAK_FLOPS",
+    "peak_flops",
     "parameter_counts",
     "forward_flops",
     "training_flops",
@@ -46,12 +47,30 @@ GPT2_CONFIGS: dict[str, ModelConfig] = {
     }.items()
 }
 
-#: Dense peak FLOP/s by accelerator and dtype, from NVIDIA's datasheets. A100 has fp32 19.5 TFLOP/s
-#: (without tensor cores) and bf16 312 (tensor cores); H100 SXM has fp32 67 and bf16 989 (dense).
+#: Dense peak FLOP/s (no sparsity) by accelerator and dtype, from NVIDIA's datasheets; fp32 is
+#: without tensor cores. Keys are matched against ``torch.cuda.get_device_name()`` in this order,
+#: so the more specific names come first ("H100 PCIe" before "H100", "L40S" before "L4"). A card
+#: without bf16 tensor cores (T4) has no bf16 entry: MFU is not defined for it there.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIE": {"fp32": 51e12, "bf16": 756e12},
+    "H100 NVL": {"fp32": 60e12, "bf16": 835e12},
+    "H200": {"fp32": 67e12, "bf16": 989e12},
+    "H100": {"fp32": 67e12, "bf16": 989e12},  # SXM
     "A100": {"fp32": 19.5e12, "bf16": 312e12},
-    "H100": {"fp32": 67e12, "bf16": 989e12},
+    "L40S": {"fp32": 91.6e12, "bf16": 362e12},
+    "L4": {"fp32": 30.3e12, "bf16": 121e12},
+    "T4": {"fp32": 8.1e12, "fp16": 65e12},
 }
+
+
+def peak_flops(device_name: str, dtype: str = "bf16") -> float:
+    """The dense peak FLOP/s of the accelerator named in ``device_name`` (``"NVIDIA H100 PCIe"``)."""
+    for key, peaks in PEAK_FLOPS.items():
+        if key in device_name.upper():
+            if dtype not in peaks:
+                raise ValueError(f"{device_name} has no {dtype} peak (known: {', '.join(peaks)}); MFU is not defined for it")
+            return peaks[dtype]
+    raise ValueError(f"no peak FLOP/s known for {device_name!r}; MFU is only defined against a known accelerator")
 
 
 def parameter_counts(config: ModelConfig) -> dict[str, int]:
@@ -192,20 +211,14 @@ def training_seconds(
     config: ModelConfig, batch_size: int, steps: int, mfu: float, accelerator: str = "A100", dtype: str = "fp32"
 ) -> float:
     """Seconds for ``steps`` training steps (forward, backward, AdamW) at a fraction ``mfu`` of the peak."""
-    try:
-        peak = PEAK_FLOPS[accelerator][dtype]
-    except KeyError:
-        raise ValueError(f"no peak for {accelerator!r} {dtype!r}; known: {PEAK_FLOPS}") from None
+    peak = peak_flops(accelerator, dtype)
     per_step = training_flops(config, batch_size) + adamw_step_flops(config)
     return steps * per_step / (mfu * peak)
 
 
 def mfu(achieved_flops_per_second: float, device_name: str, dtype: str = "bf16") -> float:
     """Model FLOPs utilisation: achieved over the peak of the accelerator named in ``device_name``."""
-    for key, peaks in PEAK_FLOPS.items():
-        if key in device_name.upper():
-            return achieved_flops_per_second / peaks[dtype]
-    raise ValueError(f"no peak FLOP/s known for {device_name!r}; MFU is only defined against a known accelerator")
+    return achieved_flops_per_second / peak_flops(device_name, dtype)
 
 
 def saved_activation_bytes(model: TransformerLM, token_ids: torch.Tensor) -> int:

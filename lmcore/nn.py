@@ -175,9 +175,13 @@ class RotaryPositionalEmbedding(nn.Module):
         of the complex number x_2k + i x_2k+1 by the angle, which is how it is computed (a complex
         multiply is one fused kernel, forward and backward, where slicing evens and odds is four).
         """
-        rotation = torch.complex(self.cos[token_positions], self.sin[token_positions])
+        cos, sin = self.cos[token_positions], self.sin[token_positions]
+        if torch.compiler.is_compiling():  # inductor generates no code for complex numbers: the same rotation in reals
+            pairs = x.unflatten(-1, (-1, 2))
+            even, odd = pairs[..., 0].float(), pairs[..., 1].float()
+            return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(x.dtype)
         pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-        return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
+        return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:

@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .accounting import peak_flops, training_flops_per_token
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .dataset import batch_from_starts, load_tokens
 from .device import pick_device
@@ -282,6 +283,24 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _has_bf16_tensor_cores(device: torch.device) -> bool:
+    """bf16 autocast pays on CUDA cards of compute capability 8.0 and up (A100, L4, H100, ...);
+    older ones (T4, V100) only emulate bf16, slower than fp32."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+class _Objective(torch.nn.Module):
+    """Model and loss as one module: what a step differentiates, and what ``torch.compile`` compiles."""
+
+    def __init__(self, model: torch.nn.Module, fused: bool) -> None:
+        super().__init__()
+        self.model, self.fused = model, fused
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x``, ``y`` ``(batch, seq)`` ids -> the mean next-token loss."""
+        return cross_entropy(self.model(x), y, fused=self.fused)
+
+
 class _StopSignals:
     """While active, SIGINT and SIGTERM only record that a stop was asked for.
 
@@ -328,10 +347,22 @@ class _Run:
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
             torch.cuda.set_device(self.device)
-        self.autocast = c.bf16 == "on" or (c.bf16 == "auto" and self.device.type == "cuda")
+        self.autocast = c.bf16 == "on" or (c.bf16 == "auto" and _has_bf16_tensor_cores(self.device))
+        if self.device.type == "cuda":  # fp32 matrix products on tensor cores (TF32), as PyTorch advises for training
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(c.seed)
         self.model = TransformerLM(m, device=self.device)
+        self.model.check_ids = False  # load_tokens has checked every id of both files against vocab_size
+        # MFU means something against a GPU's peak only; on a CPU it is not logged
+        self.flops_per_token = training_flops_per_token(m)
+        self.peak = None
+        if self.device.type == "cuda":
+            try:
+                self.peak = peak_flops(torch.cuda.get_device_name(self.device), "bf16" if self.autocast else "fp32")
+            except ValueError:
+                pass
         self.fused = m.kernels == "fused"  # the fast path: fused loss and AdamW as well
         self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay,
                                fused=self.fused)
@@ -365,12 +396,15 @@ class _Run:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.ckpt.unlink(missing_ok=True)
                 self.log_path.write_text("")
+        # DDP wraps the model, and compilation wraps DDP and the loss together, so the compiled
+        # graph includes the loss and DDP's all-reduce overlaps the compiled backward
         self.net: torch.nn.Module = self.model
-        if c.compile:
-            self.net = torch.compile(self.net)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.objective: torch.nn.Module = _Objective(self.net, self.fused)
+        if c.compile:
+            self.objective = torch.compile(self.objective)
 
     # -- one optimizer step ------------------------------------------------------------------------
     def step(self) -> dict:
@@ -391,9 +425,10 @@ class _Run:
             x, y = batch_from_starts(self.train_tokens, mine[i], c.model.context_length, self.device)
             sync = i == c.grad_accum_steps - 1 or self.world == 1
             ctx = self.net.no_sync() if (self.world > 1 and not sync) else nullcontext()
-            with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                loss = cross_entropy(self.net(x), y, fused=self.fused) / c.grad_accum_steps
-                loss.backward()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    loss = self.objective(x, y) / c.grad_accum_steps
+                loss.backward()  # outside autocast: gradients take the dtype of their parameters
             loss_sum += loss.detach()
         self.last_batch = (x, y)
         if self.world > 1:
@@ -418,8 +453,15 @@ class _Run:
         if not (done % c.log_every == 0 or done % c.eval_every == 0 or final):
             return
         record = dict(numbers)
+        if self.peak is not None:  # on a GPU: model FLOPs utilisation since the last record (evaluation left out)
+            last = self.history[-1] if self.history else {"tokens": 0, "wall_s": 0.0}
+            seconds = record["wall_s"] - last.get("train_end_s", last["wall_s"])
+            if seconds > 0 and record["tokens"] > last["tokens"]:
+                record["mfu"] = round((record["tokens"] - last["tokens"]) * self.flops_per_token / seconds / self.peak, 4)
         if self.valid_tokens is not None and (done % c.eval_every == 0 or final):
-            record["valid_loss"] = evaluate(self.net, self.valid_tokens, c, self.device, self.autocast)
+            record["valid_loss"] = evaluate(self.model, self.valid_tokens, c, self.device, self.autocast)
+            if self.peak is not None:
+                record["train_end_s"] = round(time.perf_counter() - self.t0, 3)
         self.history.append(record)
         if self.rank == 0:
             with open(self.log_path, "a") as f:

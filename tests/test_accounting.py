@@ -88,6 +88,8 @@ def test_gpt2_xl_parameters_and_time():
     assert days == pytest.approx(acc.training_flops(xl, 1024) * 400_000 / (0.5 * 19.5e12) / 86_400, rel=1e-3)
     with pytest.raises(ValueError, match="no peak"):
         acc.mfu(1e12, "Apple M2")
+    with pytest.raises(ValueError, match="A100 has no fp64 peak"):
+        acc.training_seconds(xl, 1, 1, mfu=0.5, accelerator="A100", dtype="fp64")
 
 
 def test_crossover_and_6nd_against_the_flop_counts():
@@ -113,3 +115,19 @@ def test_meta_device_model_counts_flops_without_memory():
     with FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 1024, dtype=torch.long, device="meta"))
     assert counter.get_total_flops() == acc.forward_flops(xl, 1)["total"]
+
+
+@pytest.mark.parametrize(
+    "name, dtype, peak",
+    [("NVIDIA H100 80GB HBM3", "bf16", 989e12), ("NVIDIA H100 PCIe", "bf16", 756e12), ("NVIDIA H100 NVL", "bf16", 835e12),
+     ("NVIDIA H200", "bf16", 989e12), ("NVIDIA A100-SXM4-80GB", "bf16", 312e12), ("NVIDIA L4", "bf16", 121e12),
+     ("NVIDIA L40S", "bf16", 362e12), ("Tesla T4", "fp32", 8.1e12)],
+)
+def test_peaks_by_device_name(name, dtype, peak):
+    assert acc.peak_flops(name, dtype) == peak
+    assert acc.mfu(peak / 2, name, dtype) == 0.5
+
+
+def test_t4_has_no_bf16_mfu():
+    with pytest.raises(ValueError, match="Tesla T4 has no bf16 peak"):
+        acc.mfu(1e12, "Tesla T4")

@@ -290,3 +290,62 @@ def test_command_line_user_errors_are_one_line(data):
         run = subprocess.run([sys.executable, "-m", "lmcore.train", *args], capture_output=True, text=True)
         assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
+
+
+# -- the GPU path, run on the CPU as far as a CPU allows (issue 13) ---------------------------------------
+
+
+def test_gpu_path_compiled_bf16_resume_and_no_graph_breaks(data):
+    """compile=True with bf16 autocast, as a GPU run trains: no graph break (the id check and RoPE's
+    complex multiply stay out of the graph), losses close to eager bf16, and an interrupted compiled
+    run resumes to the same losses."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    over = dict(max_steps=6, bf16="on", eval_every=3, checkpoint_every=3)
+    compiled = train(config(data, out_dir=str(data / "compiled"), compile=True, **over))
+    assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
+    eager = train(config(data, out_dir=str(data / "eager"), **over))
+    for a, b in zip(compiled, eager):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.05)
+    train(config(data, out_dir=str(data / "cut"), compile=True, **{**over, "max_steps": 3}))
+    resumed = train(config(data, out_dir=str(data / "cut"), compile=True, resume=True, **over))
+    assert [r["train_loss"] for r in resumed] == pytest.approx([r["train_loss"] for r in compiled], abs=1e-6)
+    assert "mfu" not in compiled[-1]  # no GPU peak: MFU is not logged on a CPU
+
+
+def test_mfu_is_logged_against_a_gpu_peak(data, monkeypatch):
+    """On a GPU each record carries tokens x FLOPs per token / seconds / peak; here the peak of a GPU is
+    pretended, to check the arithmetic of the logged value."""
+    from lmcore.accounting import training_flops_per_token
+
+    real = train_mod._Run.__init__
+
+    def with_peak(self, cfg):
+        real(self, cfg)
+        self.peak = 1e9
+
+    monkeypatch.setattr(train_mod._Run, "__init__", with_peak)
+    history = train(config(data, max_steps=4, eval_every=2, log_every=2))
+    per_token = training_flops_per_token(train_mod.ModelConfig(**{**MODEL, "kernels": "fused"}))
+    first, second = history
+    assert first["mfu"] == pytest.approx(first["tokens"] * per_token / first["wall_s"] / 1e9, rel=1e-2, abs=1e-4)
+    seconds = second["wall_s"] - first["train_end_s"]
+    assert second["mfu"] == pytest.approx((second["tokens"] - first["tokens"]) * per_token / seconds / 1e9, rel=1e-2, abs=1e-4)
+
+
+def test_ddp_with_compile_equals_one_process(data):
+    common = [f"train_path={data / 'train.uint16'}", f"valid_path={data / 'valid.uint16'}", "max_steps=3", "batch_size=8",
+              "eval_every=3", "eval_batches=1", "log_every=1", "progress=false", "device=cpu", "compile=true",
+              *[f"model.{k}={v}" for k, v in MODEL.items()]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "lmcore.train", f"out_dir={data / 'one'}", *common],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "lmcore.train", f"out_dir={data / 'two'}", *common], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = [json.loads(x) for x in (data / "one" / "log.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (data / "two" / "log.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], abs=1e-5)
