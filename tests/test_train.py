@@ -1,6 +1,7 @@
 """The training loop: learning, logs, exact resume, divergence, bad input, and DDP on CPU."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -349,3 +350,28 @@ def test_ddp_with_compile_equals_one_process(data):
     a = [json.loads(x) for x in (data / "one" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (data / "two" / "log.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], abs=1e-5)
+
+
+def test_summarize_tells_blown_up_runs_from_slow_ones():
+    from lmcore.train import summarize
+
+    runs = {
+        "slow": [{"step": 10, "train_loss": 7.5}, {"step": 20, "train_loss": 6.0, "valid_loss": 6.1}],
+        "spiked": [{"step": 10, "train_loss": 30.0}, {"step": 20, "train_loss": 5.5, "valid_loss": 5.6}],
+        "nan": [{"step": 10, "train_loss": 7.0}, {"step": 11, "train_loss": math.inf, "diverged": True}],
+    }
+    got = summarize(runs, vocab_size=2000)  # ln 2000 = 7.6
+    assert got["slow"] == {"final": 6.1, "peak": 7.5, "blew_up": False}
+    assert got["spiked"]["blew_up"] and got["spiked"]["final"] == 5.6
+    assert got["nan"]["blew_up"] and got["nan"]["final"] is None
+
+
+def test_describe_prints_only_what_holds_on_any_cpu():
+    from lmcore.train import describe
+
+    assert describe(4.1234, False, lr=0.009, best_lr=0.027, best_final=4.10) == "4.12"  # calm: two decimals
+    assert describe(4.10, False, lr=0.027, best_lr=0.027, best_final=4.10) == "best"
+    assert describe(4.1634, False, lr=0.027, best_lr=0.027, best_final=4.10) == "≈ best"
+    assert describe(3.99, False, lr=0.027, best_lr=0.027, best_final=4.10) == "≈ best"
+    assert describe(4.41, False, lr=0.081, best_lr=0.027, best_final=4.10) == "> best + 0.2"
+    assert describe(None, True, lr=1.0, best_lr=0.027, best_final=4.10) == "blew up"
