@@ -159,8 +159,9 @@ def activation_elements(config: ModelConfig, batch_size: int = 1, seq_len: int |
 
     Per layer: the inputs of the two RMSNorms, q, k and v, the score matrix QK^T and the softmax
     output (each ``heads x T x T``), the weighted values, the output projection's result, the
-    feed-forward's hidden activations (W1, its SiLU, and for SwiGLU W3's output) and W2's result;
-    then the final norm, the logits and the cross-entropy's softmax.
+    feed-forward's hidden activations (W1, its SiLU, and for SwiGLU W3's output and the gate
+    product SiLU(W1 x) * W3 x, which is W2's input) and W2's result; then the final norm, the
+    logits and the cross-entropy's softmax.
     """
     c = config
     t = seq_len or c.context_length
@@ -176,6 +177,7 @@ def activation_elements(config: ModelConfig, batch_size: int = 1, seq_len: int |
         "weighted values": c.num_layers * bt * c.d_model,
         "output projection": c.num_layers * bt * c.d_model,
         "W1, SiLU (and W3)": c.num_layers * hidden,
+        "gate product (SwiGLU)": c.num_layers * bt * c.d_ff if c.ffn == "swiglu" else 0,
         "W2": c.num_layers * bt * c.d_model,
         "final norm": 0 if c.norm == "none" else bt * c.d_model,
         "output embedding (logits)": bt * c.vocab_size,

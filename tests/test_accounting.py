@@ -55,12 +55,13 @@ def test_training_flops_are_three_forwards_as_measured():
 def test_activation_memory_against_saved_tensors(config):
     """Autograd saves more than the formula's one tensor per component: RMSNorm keeps its input and
     its normalised output, the math-path softmax keeps exp and its sum, SiLU keeps its input and the
-    sigmoid, RoPE keeps its rotations. The formula must be a lower bound within 60% of the measurement."""
+    sigmoid, RoPE keeps its rotations. The formula must be a lower bound within 30-40% of the measurement."""
     model = TransformerLM(config)
     x = torch.randint(0, config.vocab_size, (2, config.context_length + 1))
     measured = acc.saved_activation_bytes(model, x)
     formula = 4 * acc.activation_elements(config, 2)["total"]
-    assert formula <= measured <= 1.6 * formula, (formula, measured)
+    limit = 1.3 if config.ffn == "swiglu" else 1.4  # SwiGLU was 1.33x before its gate product was counted
+    assert formula <= measured <= limit * formula, (formula, measured)
 
 
 def test_adamw_state_matches_optimizer():
