@@ -55,7 +55,7 @@ from .optim import AdamW, clip_grad_norm, cosine_lr
 
 __all__ = [
     "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "load_config", "with_overrides", "train", "evaluate",
-    "sweep", "summarize", "describe", "main",
+    "sweep", "summarize", "best_run", "describe", "main",
 ]
 
 
@@ -573,6 +573,11 @@ def summarize(results: dict[str, list[dict]], vocab_size: int) -> dict[str, dict
         final = None if nan else next((r["valid_loss"] for r in reversed(history) if "valid_loss" in r), None)
         out[label] = {"final": final, "peak": peak, "blew_up": nan or peak > uniform + 1}
     return out
+
+
+def best_run(summary: dict[str, dict[str, Any]]) -> str:
+    """The label of the run with the lowest final validation loss among those that did not blow up."""
+    return min((s["final"], label) for label, s in summary.items() if not s["blew_up"])[1]
 
 
 def describe(final: float | None, blew_up: bool, lr: float, best_lr: float, best_final: float) -> str:

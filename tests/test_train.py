@@ -390,3 +390,10 @@ def test_describe_prints_only_what_holds_on_any_cpu():
     assert describe(3.99, False, lr=0.027, best_lr=0.027, best_final=4.10) == "≈ best"
     assert describe(4.41, False, lr=0.081, best_lr=0.027, best_final=4.10) == "> best + 0.2"
     assert describe(None, True, lr=1.0, best_lr=0.027, best_final=4.10) == "blew up"
+
+
+def test_best_run_skips_runs_that_blew_up():
+    from lmcore.train import best_run
+
+    summary = {"a": {"final": 4.2, "blew_up": False}, "b": {"final": 3.9, "blew_up": True}, "c": {"final": 4.1, "blew_up": False}}
+    assert best_run(summary) == "c"

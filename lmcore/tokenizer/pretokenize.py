@@ -113,9 +113,7 @@ def first_safe_cut(text: str, start: int, special_re: regex.Pattern | None, long
     """
     pos = max(start, longest)
     while (m := _CUT.search(text, pos, len(text) - longest)) is not None:
-        cut = m.end()
-        if cut > len(text) - longest:
-            return None
+        cut = m.end()  # the search's end bound keeps the cut longest characters from the end
         inside = _special_across(text, cut, special_re, longest)
         if inside is None:
             return cut
