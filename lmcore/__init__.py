@@ -5,6 +5,7 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.data`: named data files, downloaded once and checked.
 - :mod:`lmcore.unicode`: what encodings cost, and how UTF-8 marks character lengths.
 - :mod:`lmcore.tokenizer`: byte-level BPE training and the tokenizer.
+- :mod:`lmcore.texts`: text that is not TinyStories, on every machine (docs, source, many scripts).
 - :mod:`lmcore.nn`: Linear, Embedding, RMSNorm, SwiGLU, RoPE, softmax, attention.
 - :mod:`lmcore.model`: ``ModelConfig`` and ``TransformerLM``.
 - :mod:`lmcore.interop`: weights to and from Hugging Face's Llama.
@@ -46,7 +47,7 @@ _EXPORTS = {
 }
 _MODULES = [
     "accounting", "checkpoint", "data", "dataset", "device", "generate", "interop", "model", "nn", "optim", "plotting",
-    "tokenfile", "tokenizer", "train", "unicode",
+    "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
         nn,
         optim,
         plotting,
+        texts,
         tokenfile,
         tokenizer,
         train,

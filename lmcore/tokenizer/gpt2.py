@@ -27,8 +27,17 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+@lru_cache(maxsize=1)
 def _decoder() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
+
+
+@lru_cache(maxsize=1)
+def _to_latin1() -> dict[int, str]:
+    """A ``str.translate`` table: alphabet character -> the Latin-1 character of its byte, any other
+    character below 324 -> U+FFFF, which Latin-1 cannot encode (so it is caught)."""
+    decoder = _decoder()
+    return {c: chr(decoder[chr(c)]) if chr(c) in decoder else "\uffff" for c in range(324)}
 
 
 def to_text(token: bytes) -> str:
@@ -37,11 +46,12 @@ def to_text(token: bytes) -> str:
 
 
 def from_text(text: str, where: str) -> bytes:
-    decoder = _decoder()
+    """The bytes a token string of GPT-2's alphabet stands for; ``ValueError`` names a stray character."""
     try:
-        return bytes(decoder[c] for c in text)
-    except KeyError as e:
-        raise ValueError(f"{where}: {text!r} has character {e.args[0]!r}, not in GPT-2's byte alphabet") from None
+        return text.translate(_to_latin1()).encode("latin-1")
+    except UnicodeEncodeError:
+        bad = next(c for c in text if c not in _decoder())
+        raise ValueError(f"{where}: {text!r} has character {bad!r}, not in GPT-2's byte alphabet") from None
 
 
 def read_vocab_merges(

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .. import tokenfile
 from . import gpt2
+from .batch import PairRanks, bpe_many
 from .merge import apply_merge
 from .pretokenize import (
     ENDOFTEXT,
@@ -36,18 +37,6 @@ __all__ = ["Tokenizer", "load_gpt2"]
 
 FORMAT = "lmcore-bpe"
 FORMAT_VERSION = 1
-
-
-class _PretokenCache(dict):
-    """pre-token -> ids; a miss runs BPE once. Lookups then stay in C (``map`` over ``__getitem__``)."""
-
-    def __init__(self, bpe) -> None:
-        super().__init__()
-        self._bpe = bpe
-
-    def __missing__(self, pretoken: str) -> list[int]:
-        ids = self[pretoken] = self._bpe(pretoken)
-        return ids
 
 
 class Tokenizer:
@@ -90,8 +79,10 @@ class Tokenizer:
             self.special_ids[s] = ids[token]
         self._special_re = special_token_re(self.special_tokens)
         self._longest_special = max((len(s) for s in self.special_tokens), default=0)
-        self._cache = _PretokenCache(self._bpe)
+        self._cache: dict[str, list[int]] = {}  # pre-token -> ids
         self._cache_size = cache_size
+        self._pair_ranks = PairRanks(self._ranks, self._byte_ids, self.vocab_size)  # the merges as arrays
+        self.lookahead = 1 << 20  # characters pre-tokenized ahead when new pre-tokens turn up
 
     @property
     def vocab_size(self) -> int:
@@ -114,17 +105,49 @@ class Tokenizer:
             ids = apply_merge(ids, *best_pair, best[1])
         return ids
 
+    def _learn(self, pretokens: Iterable[str]) -> None:
+        """Put every pre-token the cache lacks into it; many new ones go through BPE together."""
+        pretokens = set(pretokens)
+        new = pretokens.difference(self._cache)
+        if len(self._cache) + len(new) > self._cache_size:  # bounded memory: start afresh
+            self._cache.clear()
+            new = pretokens
+        if len(new) < 64:  # too few to pay for the set-up of a NumPy pass
+            self._cache.update((p, self._bpe(p)) for p in new)
+            return
+        self._cache.update(bpe_many(new, self._pair_ranks))
+
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; special tokens become their single ids (longest match wins)."""
+        """Token ids of ``text``; special tokens become their single ids (longest match wins).
+
+        Each piece between special tokens is pre-tokenized and its pre-tokens' ids read from the
+        cache, a loop that stays in C (``map``, ``chain``). A pre-token the cache lacks stops that:
+        the next ``lookahead`` characters are pre-tokenized too, every new pre-token among them
+        goes through BPE together (:func:`~lmcore.tokenizer.batch.bpe_many`), and the piece is
+        read again.
+        """
         out: list[int] = []
-        lookup = self._cache.__getitem__  # computes and stores misses (see _PretokenCache)
-        for piece, is_special in split_special(text, self._special_re):
+        lookup = self._cache.__getitem__
+        pieces = list(split_special(text, self._special_re))
+        ahead: dict[int, list[str]] = {}  # pieces already pre-tokenized, by index
+        for i, (piece, is_special) in enumerate(pieces):
             if is_special:
                 out.append(self.special_ids[piece])
-            else:
-                out.extend(chain.from_iterable(map(lookup, PRETOKEN_RE.findall(piece))))
-                if len(self._cache) > self._cache_size:
-                    self._cache.clear()
+                continue
+            pretokens = ahead.pop(i) if i in ahead else PRETOKEN_RE.findall(piece)
+            done = len(out)
+            try:
+                out.extend(chain.from_iterable(map(lookup, pretokens)))
+            except KeyError:
+                del out[done:]
+                j, chars = i + 1, 0
+                while j < len(pieces) and chars < self.lookahead:
+                    if not pieces[j][1]:
+                        ahead[j] = PRETOKEN_RE.findall(pieces[j][0])
+                        chars += len(pieces[j][0])
+                    j += 1
+                self._learn(chain(pretokens, *ahead.values()))
+                out.extend(chain.from_iterable(map(lookup, pretokens)))
         return out
 
     def encode_iterable(self, iterable: Iterable[str], buffer_chars: int = 1 << 16) -> Iterator[int]:

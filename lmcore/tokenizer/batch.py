@@ -1,0 +1,95 @@
+"""BPE on many pre-tokens at once: the same rule as ``Tokenizer._bpe``, one NumPy pass a step.
+
+Encoding caches each distinct pre-token, so what costs time on new text is BPE on pre-tokens
+never seen before: tens of thousands of them in a book or in source code, each a short Python
+loop of a few microseconds a merge. Here all of them advance together. The pre-tokens' bytes lie
+end to end in one array; each step finds, in every pre-token at once, its lowest-ranked pair and
+merges it everywhere in that pre-token, exactly as the one-at-a-time loop does. Only the pairs
+next to a merge change rank, so only those are looked up again. A pre-token with no pair left
+to merge is finished and leaves the arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from itertools import chain
+
+import numpy as np
+
+__all__ = ["PairRanks", "bpe_many"]
+
+
+class PairRanks:
+    """The merge table as sorted arrays: pair ``(a, b)`` is key ``a * n + b`` (``n`` = vocab size)."""
+
+    def __init__(self, ranks: dict[tuple[int, int], tuple[int, int]], byte_ids: list[int], vocab_size: int) -> None:
+        self.n = vocab_size
+        self.none = len(ranks)  # the rank of "no merge": above every real rank
+        pairs = np.fromiter(chain.from_iterable(ranks), dtype=np.int64, count=2 * len(ranks)).reshape(-1, 2)
+        rank_new = np.fromiter(chain.from_iterable(ranks.values()), dtype=np.int64, count=2 * len(ranks)).reshape(-1, 2)
+        keys = pairs[:, 0] * self.n + pairs[:, 1]
+        order = np.argsort(keys)
+        # a key that matches nothing lands past the end: the sentinel -1 never equals a key
+        self.keys = np.append(keys[order], -1)
+        self.rank = np.append(rank_new[order, 0], self.none)
+        self.merged = np.zeros(self.none + 1, dtype=np.int64)
+        self.merged[rank_new[:, 0]] = rank_new[:, 1]  # rank -> id of the merged token
+        self.byte_ids = np.array(byte_ids, dtype=np.int64)
+        # the first step looks up pairs of raw bytes: a 256 x 256 table answers those directly
+        self.byte_pair_rank = self.lookup(self.byte_ids[:, None], self.byte_ids[None, :])
+
+    def lookup(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Rank of each pair ``(left[i], right[i])``, or ``self.none``."""
+        key = left * self.n + right
+        at = np.searchsorted(self.keys[:-1], key)
+        return np.where(self.keys[at] == key, self.rank[at], self.none)
+
+
+def bpe_many(pretokens: Collection[str], table: PairRanks) -> dict[str, list[int]]:
+    """``{p: tokenizer._bpe(p) for p in pretokens}``, computed for all of them together.
+
+    Each step works on every unfinished pre-token: its lowest rank (``minimum.reduceat`` over the
+    pre-token's positions), the positions holding that rank (the same pair), merged left to right
+    (in ``x x x`` with pair ``x x`` only the first two).
+    """
+    pretokens = list(pretokens)
+    data = [p.encode("utf-8") for p in pretokens]
+    lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+    raw = np.frombuffer(b"".join(data), dtype=np.uint8)
+    ids = table.byte_ids[raw]                                          # token ids, pre-tokens end to end
+    word = np.repeat(np.arange(len(data), dtype=np.int32), lengths)   # which pre-token each position is in
+    last = np.append(word[1:] != word[:-1], True)                     # a pre-token's last position starts no pair
+    rank = np.where(last, table.none, table.byte_pair_rank[raw, np.append(raw[1:], 0)])
+    done_ids, done_word = [], []
+    while len(ids):
+        # every pre-token's lowest rank, spread over its positions; a pre-token with none left is finished
+        start = np.flatnonzero(np.append(True, last[:-1]))
+        best = np.repeat(np.minimum.reduceat(rank, start), np.diff(np.append(start, len(ids))))
+        finished = best == table.none
+        take = (rank == best) & ~finished
+        if (take[1:] & take[:-1]).any():  # a run of hits (only a pair x x makes one): merge the 1st, 3rd, ...
+            at = np.arange(len(ids))
+            run_start = np.maximum.accumulate(np.where(take & ~np.append(False, take[:-1]), at, 0))
+            take &= (at - run_start) % 2 == 0
+        at = np.flatnonzero(take)
+        ids[at] = table.merged[rank[at]]
+        last[at] = last[at + 1]  # the merged token ends its pre-token if its right part did
+        keep = ~finished
+        keep[at + 1] = False     # each merged pair's right part goes
+        if finished.any():
+            done_ids.append(ids[finished])
+            done_word.append(word[finished])
+        ids, word, rank, last = ids[keep], word[keep], rank[keep], last[keep]
+        # new ranks only where a pair changed: merged token + right neighbour, left neighbour + merged token
+        at = np.flatnonzero(take[keep])
+        rank[at] = table.none
+        left = at[at > 0] - 1
+        changed = np.concatenate([at[~last[at]], left[~last[left]]])
+        rank[changed] = table.lookup(ids[changed], ids[changed + 1])
+    if not done_ids:
+        return {}
+    # read back in pre-token order: pre-token w's ids are flat[ends[w - 1]:ends[w]]
+    word = np.concatenate(done_word)
+    flat = np.concatenate(done_ids)[np.argsort(word, kind="stable")].tolist()
+    ends = np.cumsum(np.bincount(word, minlength=len(pretokens))).tolist()
+    return dict(zip(pretokens, map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends))))

@@ -1,0 +1,70 @@
+"""The batched BPE (``bpe_many``) against the one-at-a-time loop it replaces for new pre-tokens."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmcore.data import cache_dir
+from lmcore.texts import KINDS, out_of_domain_text
+from lmcore.tokenizer import GPT2_PATTERN, Tokenizer, train_bpe
+from lmcore.tokenizer.batch import bpe_many
+from lmcore.tokenizer.pretokenize import PRETOKEN_RE
+
+EOT = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    vocab, merges = cache_dir() / "gpt2-vocab.json", cache_dir() / "gpt2-merges.txt"
+    if not (vocab.exists() and merges.exists()):
+        pytest.skip(f"GPT-2's files not in the data cache {cache_dir()}")
+    return Tokenizer.from_files(vocab, merges, [EOT])
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A tiny vocabulary with repeated-symbol merges (``aa``, ``aaaa``), where overlaps matter."""
+    path = tmp_path_factory.mktemp("batch") / "c.txt"
+    path.write_text("aaaaaaa aaa aa a ababab xxxyyy low lower lowest newest widest 🐶🐶 " * 30, encoding="utf-8")
+    vocab, merges = train_bpe(path, 300, [EOT])
+    return Tokenizer(vocab, merges, [EOT])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_batch_equals_loop_on_text_of_every_kind(gpt2, kind):
+    pretokens = sorted(set(PRETOKEN_RE.findall(out_of_domain_text(kind, 60_000))))
+    assert len(pretokens) > 1000
+    assert bpe_many(pretokens, gpt2._pair_ranks) == {p: gpt2._bpe(p) for p in pretokens}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet="ab xy🐶lowerst", min_size=1, max_size=40), max_size=30))
+def test_batch_equals_loop_on_runs_and_overlaps(small, words):
+    assert bpe_many(words, small._pair_ranks) == {w: small._bpe(w) for w in words}
+
+
+def test_batch_edge_cases(gpt2):
+    words = ["", "a", " " * 1000, "!" * 999, "aaaa", "\n\n\n", "🐶" * 50]
+    assert bpe_many(words[1:], gpt2._pair_ranks) == {w: gpt2._bpe(w) for w in words[1:]}
+    assert bpe_many([], gpt2._pair_ranks) == {}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_encode_equals_tiktoken_on_out_of_domain_text(gpt2, kind):
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {t: i for i, t in gpt2.vocab.items() if i != 50256}
+    enc = tiktoken.Encoding("gpt2-offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+    text = out_of_domain_text(kind, 200_000)
+    fresh = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    assert fresh.encode(text) == enc.encode(text)
+    assert fresh.encode(text) == enc.encode(text)  # again, from a warm cache
+
+
+def test_a_small_cache_still_encodes_right(gpt2):
+    """When the cache passes ``cache_size`` it starts afresh; the ids must not change."""
+    text = out_of_domain_text("python-source", 100_000)
+    bounded = Tokenizer(gpt2.vocab, gpt2.merges, [EOT], cache_size=500)
+    bounded.lookahead = 5_000
+    ids = bounded.encode(text)
+    assert len(bounded._cache) <= len(set(PRETOKEN_RE.findall(text)))
+    assert ids == gpt2.encode(text)
