@@ -1,12 +1,13 @@
-"""Texts that are not TinyStories, found on every machine that runs Python: no download.
+"""Texts that are not TinyStories, found on every machine that runs lmcore: no download.
 
 A tokenizer trained on children's stories meets other text in use, and both its compression and
-its speed change there (chapter 2 measures both). These are the stand-ins, each deterministic
-for a given Python version and size:
+its speed change there (chapter 2 measures both). These are the stand-ins. The first two are
+read from the installed PyTorch (a dependency, so always there, and pinned for the book's tests,
+so the chapter's numbers repeat); the third is generated:
 
-- ``"python-docs"``: English technical prose, the Python language reference's topic pages that
-  ship with every CPython (``pydoc_data.topics``, what ``help("if")`` prints).
-- ``"python-source"``: source code, the standard library's own ``.py`` files in sorted order.
+- ``"docs"``: English technical prose, PyTorch's docstrings (``torch/_torch_docs.py`` and
+  ``torch/_tensor_docs.py``, the text of ``help(torch.add)``), code examples included.
+- ``"code"``: Python source code, the ``.py`` files of ``torch.nn`` in sorted order.
 - ``"multilingual"``: seeded text in eight scripts (Latin with accents, Greek, Cyrillic, Arabic,
   Devanagari, Han, Hangul, Thai) from word lists drawn at random, words repeating with a Zipf
   law as in real text. It is not any real language; it has their characters and their rhythm
@@ -15,16 +16,16 @@ for a given Python version and size:
 
 from __future__ import annotations
 
+import importlib.util
 import random
-import sysconfig
 from pathlib import Path
 
 __all__ = ["KINDS", "out_of_domain_text"]
 
 #: the kinds :func:`out_of_domain_text` makes, with a line on what each is
 KINDS = {
-    "python-docs": "English technical prose: the Python language reference (pydoc_data.topics)",
-    "python-source": "source code: the Python standard library's .py files",
+    "docs": "English technical prose: PyTorch's docstrings",
+    "code": "Python source: the torch.nn package",
     "multilingual": "eight scripts, seeded words with Zipf-law repeats",
 }
 
@@ -46,14 +47,12 @@ def out_of_domain_text(kind: str, max_bytes: int = 1 << 21, seed: int = 0) -> st
 
     The text is cut at a line end, so no pre-token is cut in half.
     """
-    if kind == "python-docs":
-        from pydoc_data.topics import topics
-
-        text = "\n\n".join(topics[name] for name in sorted(topics))
-    elif kind == "python-source":
-        lib = Path(sysconfig.get_paths()["stdlib"])
+    torch_dir = Path(importlib.util.find_spec("torch").origin).parent  # found, not imported
+    if kind == "docs":
+        text = "".join((torch_dir / name).read_text(encoding="utf-8") for name in ("_torch_docs.py", "_tensor_docs.py"))
+    elif kind == "code":
         parts, size = [], 0
-        for path in sorted(lib.glob("*.py")):
+        for path in sorted((torch_dir / "nn").rglob("*.py")):
             part = path.read_text(encoding="utf-8", errors="replace")
             parts.append(part)
             size += len(part.encode("utf-8"))

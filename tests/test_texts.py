@@ -24,5 +24,5 @@ def test_multilingual_has_its_scripts_and_a_seed():
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="unknown text kind 'poetry'; choose from python-docs"):
+    with pytest.raises(ValueError, match="unknown text kind 'poetry'; choose from docs"):
         out_of_domain_text("poetry")

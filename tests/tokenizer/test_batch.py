@@ -62,7 +62,7 @@ def test_encode_equals_tiktoken_on_out_of_domain_text(gpt2, kind):
 
 def test_a_small_cache_still_encodes_right(gpt2):
     """When the cache passes ``cache_size`` it starts afresh; the ids must not change."""
-    text = out_of_domain_text("python-source", 100_000)
+    text = out_of_domain_text("code", 100_000)
     bounded = Tokenizer(gpt2.vocab, gpt2.merges, [EOT], cache_size=500)
     bounded.lookahead = 5_000
     ids = bounded.encode(text)
