@@ -7,8 +7,8 @@ reads and writes GPT-2's file format.
 from .gpt2 import bytes_to_unicode, read_vocab_merges, write_vocab_merges
 from .merge import apply_merge
 from .pretokenize import ENDOFTEXT, GPT2_PATTERN, count_pretokens, find_chunk_boundaries
-from .tokenizer import Tokenizer, load_gpt2
-from .train import merge_pretokens, train_bpe
+from .tokenizer import Tokenizer, encode_speed, load_gpt2
+from .train import merge_pretokens, profile_training, train_bpe
 
 __all__ = [
     "ENDOFTEXT",
@@ -17,9 +17,11 @@ __all__ = [
     "apply_merge",
     "bytes_to_unicode",
     "count_pretokens",
+    "encode_speed",
     "find_chunk_boundaries",
     "load_gpt2",
     "merge_pretokens",
+    "profile_training",
     "read_vocab_merges",
     "train_bpe",
     "write_vocab_merges",

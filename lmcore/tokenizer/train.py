@@ -13,7 +13,11 @@ changed are skipped when they surface ("lazy invalidation").
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import os
+import sys
+import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -22,7 +26,7 @@ from tqdm import tqdm
 from .merge import apply_merge
 from .pretokenize import ENDOFTEXT, check_special_tokens, count_pretokens
 
-__all__ = ["train_bpe", "merge_pretokens"]
+__all__ = ["train_bpe", "merge_pretokens", "profile_training"]
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -145,3 +149,53 @@ def train_bpe(
         raise ValueError(f"vocab_size {vocab_size} cannot hold the 256 bytes and the special tokens")
     counts = count_pretokens(input_path, special_tokens, num_workers=num_workers, progress=progress, errors=errors)
     return merge_pretokens(counts, vocab_size, special_tokens, progress=progress)
+
+
+def profile_training(
+    path: str | os.PathLike, vocab_size: int, special_tokens: Sequence[str] = (ENDOFTEXT,), *, max_bytes: int | None = None
+) -> dict[str, float]:
+    """Train once in a fresh process and report what it cost, phase by phase.
+
+    Returns ``bytes`` (the input size), ``distinct`` (distinct pre-tokens), ``pretokenize_s``
+    (counting pre-tokens, one worker), ``merge_s`` (learning the merges), ``peak_mib`` (the
+    process's peak resident memory, ``getrusage``'s ``ru_maxrss``) and ``start_mib`` (the same
+    before training began: Python and the imports). A fresh process, so the peak is this job's
+    alone. ``max_bytes`` trains on the file's first bytes only, cut just before a special token
+    (or at whitespace when none is found), so no document is split mid-word.
+    """
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        return pool.apply(_profile, (os.fspath(path), vocab_size, list(special_tokens), max_bytes))
+    finally:
+        pool.close()  # not terminate(): let the worker exit and free its semaphores
+        pool.join()
+
+
+def _max_rss_mib() -> float:
+    import resource
+
+    kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib_or_bytes / (2**20 if sys.platform == "darwin" else 2**10)  # macOS reports bytes, Linux KiB
+
+
+def _profile(path: str, vocab_size: int, special_tokens: list[str], max_bytes: int | None) -> dict[str, float]:
+    start_mib = _max_rss_mib()
+    with tempfile.TemporaryDirectory() as tmp:
+        if max_bytes is not None:
+            with open(path, "rb") as f:
+                data = f.read(max_bytes)
+            cuts = [data.rfind(s.encode("utf-8")) for s in special_tokens]
+            cut = max(cuts, default=-1)
+            if cut <= 0:
+                cut = max(data.rfind(b" "), data.rfind(b"\n"))
+            path = os.path.join(tmp, "prefix.txt")
+            with open(path, "wb") as f:
+                f.write(data[:cut] if cut > 0 else data)
+        size = os.path.getsize(path)
+        t0 = time.perf_counter()
+        counts = count_pretokens(path, special_tokens, num_workers=1)
+        t1 = time.perf_counter()
+        merge_pretokens(counts, vocab_size, special_tokens)
+        t2 = time.perf_counter()
+    return {"bytes": size, "distinct": len(counts), "pretokenize_s": t1 - t0, "merge_s": t2 - t1,
+            "peak_mib": _max_rss_mib(), "start_mib": start_mib}

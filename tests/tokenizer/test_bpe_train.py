@@ -131,3 +131,20 @@ def test_merge_counts_are_the_counts_of_the_merged_pairs(tmp_path):
                     i += 1
             new[tuple(out)] = new.get(tuple(out), 0) + c
         words = new
+
+
+def test_profile_training_reports_the_prefix_it_trained_on(tmp_path):
+    from lmcore.tokenizer import count_pretokens, profile_training
+
+    story = "the cat sat on the mat and then the dog ran off. "
+    path = tmp_path / "c.txt"
+    path.write_text((story * 20 + "<|endoftext|>") * 40, encoding="utf-8")
+    cost = profile_training(path, 300, max_bytes=5_000)
+    prefix = path.read_bytes()[:5_000]
+    expected = prefix[: prefix.rfind(b"<|endoftext|>")]
+    (tmp_path / "p.txt").write_bytes(expected)
+    assert cost["bytes"] == len(expected) < 5_000
+    assert cost["distinct"] == len(count_pretokens(tmp_path / "p.txt", ["<|endoftext|>"]))
+    assert cost["pretokenize_s"] > 0 and cost["merge_s"] > 0
+    assert cost["peak_mib"] >= cost["start_mib"] > 10  # a Python process with the imports holds more than 10 MiB
+    assert profile_training(path, 300)["bytes"] == path.stat().st_size

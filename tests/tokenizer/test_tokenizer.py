@@ -255,3 +255,12 @@ def test_load_names_the_bad_field(small, tmp_path, change, message):
     (tmp_path / "t.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ValueError, match=r"t.json: " + message):
         Tokenizer.load(tmp_path / "t.json")
+
+
+def test_encode_speed_measures_a_copy(small, stories):
+    from lmcore.tokenizer import encode_speed
+
+    small._cache.clear()
+    cold, warm = encode_speed(small, stories[:100_000], repeats=2)
+    assert len(small._cache) == 0  # measured on a copy
+    assert cold > 0 and warm > 0
