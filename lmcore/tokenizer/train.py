@@ -158,7 +158,7 @@ def profile_training(
 
     Returns ``bytes`` (the input size), ``distinct`` (distinct pre-tokens), ``pretokenize_s``
     (counting pre-tokens, one worker), ``merge_s`` (learning the merges), ``peak_mib`` (the
-    process's peak resident memory, ``getrusage``'s ``ru_maxrss``) and ``start_mib`` (the same
+    process's peak resident memory) and ``start_mib`` (the same
     before training began: Python and the imports). A fresh process, so the peak is this job's
     alone. ``max_bytes`` trains on the file's first bytes only, cut just before a special token
     (or at whitespace when none is found), so no document is split mid-word.
@@ -172,10 +172,19 @@ def profile_training(
 
 
 def _max_rss_mib() -> float:
-    import resource
+    """This process's peak resident memory in MiB.
 
-    kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib_or_bytes / (2**20 if sys.platform == "darwin" else 2**10)  # macOS reports bytes, Linux KiB
+    Linux's ``VmHWM`` when there is one: ``getrusage`` keeps the peak across ``exec``, so a process
+    started from a large parent (a notebook kernel holding PyTorch) would report the parent's.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration):
+        import resource
+
+        kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kib_or_bytes / (2**20 if sys.platform == "darwin" else 2**10)  # macOS reports bytes, Linux KiB
 
 
 def _profile(path: str, vocab_size: int, special_tokens: list[str], max_bytes: int | None) -> dict[str, float]:
