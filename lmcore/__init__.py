@@ -17,6 +17,7 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.train`: ``TrainConfig``, the training loop, sweeps.
 - :mod:`lmcore.generate`: sampling with temperature, top-p and a key/value cache.
 - :mod:`lmcore.plotting`: loss curves.
+- :mod:`lmcore.stepview`: step-through views that work in the published page, no kernel needed.
 - :mod:`lmcore.device`: device choice and repeatable runs.
 
 Names are imported on first use, so ``import lmcore.tokenizer`` does not load PyTorch.
@@ -47,7 +48,7 @@ _EXPORTS = {
 }
 _MODULES = [
     "accounting", "checkpoint", "data", "dataset", "device", "generate", "interop", "model", "nn", "optim", "plotting",
-    "texts", "tokenfile", "tokenizer", "train", "unicode",
+    "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
         nn,
         optim,
         plotting,
+        stepview,
         texts,
         tokenfile,
         tokenizer,

@@ -308,6 +308,26 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, _ = self._qkv(x, token_positions)
         return attention_probs(q, k, causal=True)
 
+    def trace(self, x: Tensor) -> dict[str, Tensor]:
+        """Every stage of causal attention on ``x (seq, d_model)``, for reading; positions ``0..seq-1``.
+
+        Per head ``(heads, seq, d_head)``: ``q``, ``k``, ``v`` (projections), ``q_rope``, ``k_rope``
+        (after RoPE); ``(heads, seq, seq)``: ``scores`` (q k^T / sqrt(d_head)), ``masked`` (future
+        keys at -inf), ``weights`` (softmax of each row); ``mixed`` (weights @ v, per head) and
+        ``output`` (heads joined and projected, ``(seq, d_model)``), which equals ``forward(x)``.
+        """
+        n = x.shape[-2]
+        positions = torch.arange(n, device=x.device)
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q_rope, k_rope = (self.rope(q, positions), self.rope(k, positions)) if self.rope is not None else (q, k)
+        scores = q_rope @ k_rope.transpose(-2, -1) / math.sqrt(self.d_head)
+        masked = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=x.device).tril(), float("-inf"))
+        weights = softmax(masked, dim=-1)
+        mixed = weights @ v
+        output = self.output_proj(mixed.transpose(-3, -2).reshape(x.shape))
+        return {"q": q, "k": k, "v": v, "q_rope": q_rope, "k_rope": k_rope, "scores": scores, "masked": masked,
+                "weights": weights, "mixed": mixed, "output": output}
+
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
         """``(..., seq, d_model) -> (..., seq, d_model)``; positions default to ``0..seq-1``.
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["SGD", "AdamW", "cosine_lr", "clip_grad_norm", "sgd_toy", "adamw_state_bytes"]
+__all__ = ["SGD", "AdamW", "adamw_by_hand", "cosine_lr", "clip_grad_norm", "sgd_toy", "adamw_state_bytes"]
 
 
 class SGD(torch.optim.Optimizer):
@@ -111,6 +111,36 @@ class AdamW(torch.optim.Optimizer):
                 ps, [p.grad for p in ps], [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps],
                 [], [step] * len(ps), lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=eps, amsgrad=False, maximize=False,
             )
+
+
+def adamw_by_hand(
+    theta: float,
+    grad: Callable[[float], float],
+    steps: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+) -> list[dict[str, float]]:
+    """AdamW on one number in plain Python floats, step by step, to follow by hand.
+
+    ``grad(theta)`` is the gradient at ``theta``. One record per step: ``t``, ``g``, the moments
+    ``m`` and ``v``, their bias-corrected ``m_hat`` and ``v_hat``, the ``update`` subtracted after
+    weight decay, and ``theta`` after the step: the arithmetic of :class:`AdamW` (the tests hold
+    the two equal).
+    """
+    b1, b2 = betas
+    m = v = 0.0
+    rows = []
+    for t in range(1, steps + 1):
+        g = grad(theta)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        update = lr * m_hat / (math.sqrt(v_hat) + eps)
+        theta = theta * (1 - lr * weight_decay) - update
+        rows.append({"t": t, "g": g, "m": m, "v": v, "m_hat": m_hat, "v_hat": v_hat, "update": update, "theta": theta})
+    return rows
 
 
 def cosine_lr(it: int, max_lr: float, min_lr: float, warmup_iters: int, cosine_cycle_iters: int) -> float:

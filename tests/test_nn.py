@@ -128,3 +128,19 @@ def test_attention_weights_are_causal_rows_of_probabilities():
     v = attn._heads(attn.v_proj(x))
     out = attn.output_proj((w @ v).transpose(-3, -2).reshape(x.shape))
     torch.testing.assert_close(out, attn(x), atol=1e-6, rtol=1e-5)
+
+
+def test_attention_trace_ends_in_forward_and_its_weights():
+    import torch
+
+    from lmcore.nn import MultiHeadSelfAttention, RotaryPositionalEmbedding, attention_probs
+
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(8, 2, rope=RotaryPositionalEmbedding(10_000.0, 4, 16), dtype=torch.float64)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    t = attn.trace(x)
+    assert torch.allclose(t["output"], attn(x), atol=1e-6)
+    assert torch.allclose(t["weights"], attention_probs(t["q_rope"], t["k_rope"], causal=True))
+    assert t["scores"].shape == (2, 5, 5) and torch.isinf(t["masked"][:, 0, 1:]).all()
+    assert not torch.equal(t["q"], t["q_rope"])  # RoPE moved every position but the first
+    assert torch.allclose(t["q"][:, 0], t["q_rope"][:, 0], atol=1e-6)  # position 0: a rotation by angle 0

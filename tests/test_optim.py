@@ -111,3 +111,22 @@ def test_state_bytes_is_two_float32_copies():
     _train(model, opt, steps=1)
     n = sum(p.numel() for p in model.parameters())
     assert adamw_state_bytes(opt) == 2 * 4 * n  # exp_avg and exp_avg_sq; the step count is a Python int
+
+
+def test_adamw_by_hand_equals_the_optimizer_and_torch():
+    import torch
+
+    from lmcore.optim import AdamW, adamw_by_hand
+
+    rows = adamw_by_hand(1.0, lambda th: 2 * (th - 3.0), steps=5, lr=0.1, weight_decay=0.01)
+    for make in (lambda p: AdamW([p], lr=0.1, weight_decay=0.01), lambda p: torch.optim.AdamW([p], lr=0.1, weight_decay=0.01)):
+        p = torch.nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+        opt = make(p)
+        for row in rows:
+            opt.zero_grad()
+            ((p - 3.0) ** 2).backward()
+            assert p.grad.item() == pytest.approx(row["g"], rel=1e-12)
+            opt.step()
+            assert p.item() == pytest.approx(row["theta"], rel=1e-12)
+    # the first step: m_hat = g and v_hat = g^2, so the update is lr * sign(g), whatever the gradient's size
+    assert rows[0]["m_hat"] == pytest.approx(rows[0]["g"]) and rows[0]["update"] == pytest.approx(-0.1, rel=1e-6)

@@ -8,7 +8,7 @@ from .gpt2 import bytes_to_unicode, read_vocab_merges, write_vocab_merges
 from .merge import apply_merge
 from .pretokenize import ENDOFTEXT, GPT2_PATTERN, count_pretokens, find_chunk_boundaries
 from .tokenizer import Tokenizer, encode_speed, load_gpt2
-from .train import merge_pretokens, profile_training, train_bpe
+from .train import merge_pretokens, profile_training, trace_bpe, train_bpe
 
 __all__ = [
     "ENDOFTEXT",
@@ -23,6 +23,7 @@ __all__ = [
     "merge_pretokens",
     "profile_training",
     "read_vocab_merges",
+    "trace_bpe",
     "train_bpe",
     "write_vocab_merges",
 ]

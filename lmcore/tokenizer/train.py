@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
 from tqdm import tqdm
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .merge import apply_merge
 from .pretokenize import ENDOFTEXT, check_special_tokens, count_pretokens
 
-__all__ = ["train_bpe", "merge_pretokens", "profile_training"]
+__all__ = ["train_bpe", "merge_pretokens", "profile_training", "trace_bpe"]
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -208,3 +208,27 @@ def _profile(path: str, vocab_size: int, special_tokens: list[str], max_bytes: i
         t2 = time.perf_counter()
     return {"bytes": size, "distinct": len(counts), "pretokenize_s": t1 - t0, "merge_s": t2 - t1,
             "peak_mib": _max_rss_mib(), "start_mib": start_mib}
+
+
+def trace_bpe(pretoken_counts: Mapping[str, int], num_merges: int) -> list[dict]:
+    """BPE training the slow, visible way, for following by hand: recount every pair, every merge.
+
+    Returns one record per merge: ``counts`` (pair of byte strings -> its count before the merge,
+    highest first), ``pair`` (the merged pair: the highest count, a tie going to the
+    lexicographically greater pair) and ``words`` (pre-token -> its tokens after the merge).
+    :func:`merge_pretokens` learns the same merges incrementally (chapter 2 checks they agree).
+    """
+    words = {w: [bytes([b]) for b in w.encode("utf-8")] for w in pretoken_counts}
+    steps = []
+    for _ in range(num_merges):
+        counts: Counter[tuple[bytes, bytes]] = Counter()
+        for w, tokens in words.items():
+            for pair in zip(tokens, tokens[1:]):
+                counts[pair] += pretoken_counts[w]
+        if not counts:
+            break
+        ranked = dict(sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True))  # in the order BPE prefers
+        pair = next(iter(ranked))
+        words = {w: apply_merge(tokens, *pair, pair[0] + pair[1]) for w, tokens in words.items()}
+        steps.append({"counts": ranked, "pair": pair, "words": {w: list(t) for w, t in words.items()}})
+    return steps

@@ -148,3 +148,16 @@ def test_profile_training_reports_the_prefix_it_trained_on(tmp_path):
     assert cost["pretokenize_s"] > 0 and cost["merge_s"] > 0
     assert cost["peak_mib"] >= cost["start_mib"] > 10  # a Python process with the imports holds more than 10 MiB
     assert profile_training(path, 300)["bytes"] == path.stat().st_size
+
+
+def test_trace_bpe_follows_the_handout_example_and_agrees_with_the_trainer():
+    from lmcore.tokenizer import merge_pretokens, trace_bpe
+
+    counts = {"low": 5, "lower": 2, "widest": 3, "newest": 6}
+    steps = trace_bpe(counts, 6)
+    handout = ["s t", "e st", "o w", "l ow", "w est", "n e"]  # the handout's first six merges
+    assert [f"{a.decode()} {b.decode()}" for a, b in (s["pair"] for s in steps)] == handout
+    assert steps[0]["counts"][(b"s", b"t")] == steps[0]["counts"][(b"e", b"s")] == 9  # a tie, to the greater pair
+    assert steps[-1]["words"]["newest"] == [b"ne", b"west"]
+    _, merges = merge_pretokens(counts, 256 + 12)
+    assert [s["pair"] for s in trace_bpe(counts, 12)] == merges
