@@ -33,6 +33,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "65,536": DEFINITION + ": 2**16, the ids uint16 holds",
         "512": CHOICE + ": KiB, one of the input sizes training is timed at",
         "500": CHOICE + ": kB of each text compression is measured on",
+        "1,000": CHOICE + ": the smaller vocabulary of exercise 1",
         "2.1": CITED + ": GB, the size of the TinyStories V2 training file",
         "11": CITED + ": GB, the size of the handout's OpenWebText training file",
         "10K": CHOICE + ": the vocabulary size",
@@ -60,6 +61,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "50%": CITED + ": the handout's MFU",
         "19.5": CITED + ": the A100's float32 peak in TFLOP/s (also lmcore.accounting.PEAK_FLOPS)",
         "16K": CHOICE + ": 16,384 tokens",
+        "40%": CHOICE + ": the MFU of exercise 2",
+        "256": CHOICE + ": the context of exercise 3",
         "16x": DEFINITION + ": 16,384 / 1,024",
     },
     "05_optimizer": {
@@ -67,6 +70,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "16": DEFINITION + ": bytes per parameter, 4 + 4 + 8",
         "1.0": CHOICE + ": the clipping threshold",
         "256": DEFINITION + ": the values of a byte",
+        "0.1": CHOICE + ": the learning rate of the AdamW example",
+        "0.01": CHOICE + ": the weight decay of the AdamW example",
     },
     "06_training": {
         "17M": NAME + ": the handout's TinyStories configuration",
@@ -81,7 +86,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "260": CHOICE + ": training steps",
         "16": CHOICE + ": windows per batch",
         "40": CHOICE + ": steps between evaluations",
-        "10": CHOICE + ": validation batches",
+        "10": CHOICE + ": validation batches; the extra steps of exercise 3",
         "256": CHOICE + ": the 17M configuration's context",
         "1,344": CHOICE + ": the 17M configuration's d_ff",
         "327,680,000": CITED + ": the handout's token budget",
@@ -135,3 +140,22 @@ def test_prose_numbers_are_glued_or_allowed(notebook):
             stray += [f"cell {i}: {n}" for n in numbers if n not in allowed]
     assert not stray, f"{notebook.name}: typed numbers to glue from the code, or to allow with a reason: {stray}"
     assert not set(allowed) - seen, f"{notebook.name}: allowed but no longer in the text: {sorted(set(allowed) - seen)}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_has_a_folded_answer(notebook):
+    """Exercises are numbered in the "## Exercises" section; each has a code cell "# Answer to
+    exercise N", folded in the book (tag ``hide-cell``). nbval runs those cells like any other,
+    and they assert what their comments say, so every answer is run and checked."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    section = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]))
+    text = "".join(cells[section]["source"]).split("## Exercises", 1)[1]
+    exercises = [int(n) for n in re.findall(r"^(\d+)\. ", text, flags=re.M)]
+    answers = {}
+    for cell in cells[section + 1 :]:
+        found = re.match(r"# Answer to exercise (\d+)\n", "".join(cell["source"]))
+        if cell["cell_type"] == "code" and found:
+            answers[int(found.group(1))] = "hide-cell" in cell.get("metadata", {}).get("tags", [])
+    assert exercises == list(range(1, len(exercises) + 1)) and len(exercises) >= 3
+    assert sorted(answers) == exercises, f"exercises {exercises}, answers {sorted(answers)}"
+    assert all(answers.values()), "answers must be folded (tag hide-cell)"
