@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
 SHOTS = BUILD / "screenshots"
 CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-PAGES = ["book/intro", *[f"notebooks/{c}" for c in CHAPTERS], "book/api", "book/references"]
+PAGES = ["book/intro", *[f"notebooks/{c}" for c in CHAPTERS], "book/handout", "book/api", "book/references"]
+STEP_VIEWS = ["notebooks/02_bpe", "notebooks/03_transformer"]
 
 
 def _browser() -> tuple[str, str]:
@@ -141,3 +142,47 @@ def test_page_in_chromium(page, server, driver):
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
     with open(SHOTS / "figures.txt", "a") as f:
         f.write(f"{page}\t{figures} figures\t{len(internal)} internal links\n")
+
+
+_GLUE_FAILED_JS = "return Array.from(document.querySelectorAll('.pasted-text, .pasted-inline')).map(e => e.textContent)"
+
+
+def test_handout_page_shows_glued_answers(server, driver):
+    """The handout map pastes numbers from the chapters: every paste must have rendered."""
+    driver.get(urllib.parse.urljoin(server, "book/handout.html"))
+    pasted = driver.execute_script(_GLUE_FAILED_JS)
+    assert len(pasted) >= 30 and all(p.strip() for p in pasted), pasted
+    text = driver.find_element("tag name", "body").text
+    for problem in ["unicode1", "train_bpe_tinystories", "transformer_accounting", "adamwAccounting", "leaderboard"]:
+        assert problem in text
+
+
+@pytest.mark.parametrize("page", STEP_VIEWS)
+def test_step_view_moves_in_the_page_without_a_kernel(page, server, driver):
+    """The precomputed steps are all in the page; the buttons and the slider show one at a time."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(urllib.parse.urljoin(server, page + ".html"))
+    view = driver.find_element(By.CSS_SELECTOR, ".lmcore-stepview")
+    driver.execute_script("arguments[0].scrollIntoView()", view)
+    steps = view.find_elements(By.CSS_SELECTOR, ".lmcore-step")
+    label = view.find_element(By.CSS_SELECTOR, ".lmcore-step-label")
+
+    def shown() -> list[int]:
+        return [i for i, s in enumerate(steps) if s.is_displayed()]
+
+    assert len(steps) >= 5 and shown() == [0] and label.text == f"step 1 of {len(steps)}"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    name = page.replace("/", "_")
+    view.screenshot(str(SHOTS / f"{name}-stepview-1.png"))
+    first_text = steps[0].text
+    view.find_element(By.CSS_SELECTOR, ".lmcore-next").click()
+    view.find_element(By.CSS_SELECTOR, ".lmcore-next").click()
+    assert shown() == [2] and label.text == f"step 3 of {len(steps)}" and steps[2].text != first_text
+    view.screenshot(str(SHOTS / f"{name}-stepview-3.png"))
+    view.find_element(By.CSS_SELECTOR, ".lmcore-prev").click()
+    assert shown() == [1]
+    slider = view.find_element(By.CSS_SELECTOR, "input[type=range]")
+    driver.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))",
+                          slider, len(steps) - 1)
+    assert shown() == [len(steps) - 1]
