@@ -308,7 +308,6 @@ def encode_speed(tokenizer: Tokenizer, text: str, repeats: int = 3) -> tuple[flo
     Cold: a copy of the tokenizer with an empty pre-token cache, so every distinct pre-token
     goes through BPE once; warm: the same copy again, every pre-token a cache hit.
     """
-
     mb = len(text.encode("utf-8")) / 1e6
     cold = warm = float("inf")
     for _ in range(repeats):
