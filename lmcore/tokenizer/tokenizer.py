@@ -83,7 +83,7 @@ class Tokenizer:
         self._cache: dict[str, list[int]] = {}  # pre-token -> ids
         self._cache_size = cache_size
         self._pair_ranks = PairRanks(self._ranks, self._byte_ids, self.vocab_size)  # the merges as arrays
-        self.lookahead = 1 << 20  # characters pre-tokenized ahead when new pre-tokens turn up
+        self.lookahead = 1 << 18  # characters pre-tokenized ahead when new pre-tokens turn up
 
     @property
     def vocab_size(self) -> int:
