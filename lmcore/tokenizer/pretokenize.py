@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ __all__ = [
     "ENDOFTEXT",
     "GPT2_PATTERN",
     "PRETOKEN_RE",
+    "pretokenize",
     "check_special_tokens",
     "special_token_re",
     "split_special",
@@ -45,6 +47,16 @@ ENDOFTEXT = "<|endoftext|>"
 #: leading space, and runs of whitespace (the last space of a run stays with the next word).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
+
+#: The same pattern for ASCII text, in Python's built-in ``re``, which runs it about twice as fast
+#: as ``regex`` runs the Unicode one. On ASCII input the two match alike: ASCII's letters
+#: (``\p{L}``) are ``A-Za-z``, its digits (``\p{N}``) ``0-9``, and its Unicode white space (``\s``)
+#: the six characters of ``_WS`` (not ``\x1c-\x1f``, which ``re``'s own ``\s`` would add).
+_WS = "\t\n\x0b\x0c\r "
+ASCII_PRETOKEN_RE = re.compile(
+    rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _CUT = regex.compile(r"\S(?=\s)")
 _LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
 
@@ -139,6 +151,33 @@ def last_safe_cut(text: str, special_re: regex.Pattern | None, longest: int) -> 
     return 0
 
 
+def pretokenize(text: str) -> list[str]:
+    """GPT-2's pre-tokens of ``text`` (a piece without special tokens): ``PRETOKEN_RE.findall(text)``.
+
+    ASCII text goes to :data:`ASCII_PRETOKEN_RE`, twice as fast. Text with a few other characters
+    (a story with a curly quote, source code with one accented name) is cut where a cut changes
+    nothing (between a non-space and a white-space character, see :func:`first_safe_cut`) around
+    each non-ASCII stretch: those stretches go to ``PRETOKEN_RE``, the ASCII text between them to
+    the fast pattern. Text with many non-ASCII characters goes to ``PRETOKEN_RE`` whole.
+    """
+    if text.isascii():
+        return ASCII_PRETOKEN_RE.findall(text)
+    if len(text.encode("utf-8")) - len(text) > len(text) >> 6:  # more than a few percent: not worth the cuts
+        return PRETOKEN_RE.findall(text)
+    out: list[str] = []
+    done = 0  # text[:done] is pre-tokenized
+    while (run := _NON_ASCII.search(text, done)) is not None:
+        before = _LAST_CUT.search(text, done, run.start() + 1)  # the last safe cut before the run
+        start = before.end() if before is not None else done
+        after = _CUT.search(text, run.end() + 256)  # a safe cut a little after it, so nearby runs share a stretch
+        end = after.end() if after is not None else len(text)
+        out += ASCII_PRETOKEN_RE.findall(text, done, start)
+        out += PRETOKEN_RE.findall(text, start, end)
+        done = end
+    out += ASCII_PRETOKEN_RE.findall(text, done)
+    return out
+
+
 def find_chunk_boundaries(path: str | os.PathLike, n_chunks: int, special_tokens: Sequence[str] = ()) -> list[int]:
     """Byte offsets ``[0, ..., size]`` that cut a UTF-8 file into about ``n_chunks`` pieces.
 
@@ -212,7 +251,7 @@ def _count_chunk(args: tuple[str, int, int, tuple[str, ...], str]) -> Counter[st
     special_re = special_token_re(special_tokens)
     for piece, is_special in split_special(text, special_re):
         if not is_special:
-            counts.update(PRETOKEN_RE.findall(piece))
+            counts.update(pretokenize(piece))
     return counts
 
 

@@ -24,10 +24,10 @@ from .batch import PairRanks, bpe_many
 from .merge import apply_merge
 from .pretokenize import (
     ENDOFTEXT,
-    PRETOKEN_RE,
     check_special_tokens,
     find_chunk_boundaries,
     last_safe_cut,
+    pretokenize,
     read_utf8,
     special_token_re,
     split_special,
@@ -135,7 +135,7 @@ class Tokenizer:
             if is_special:
                 out.append(self.special_ids[piece])
                 continue
-            pretokens = ahead.pop(i) if i in ahead else PRETOKEN_RE.findall(piece)
+            pretokens = ahead.pop(i) if i in ahead else pretokenize(piece)
             done = len(out)
             try:
                 out.extend(chain.from_iterable(map(lookup, pretokens)))
@@ -144,7 +144,7 @@ class Tokenizer:
                 j, chars = i + 1, 0
                 while j < len(pieces) and chars < self.lookahead:
                     if not pieces[j][1]:
-                        ahead[j] = PRETOKEN_RE.findall(pieces[j][0])
+                        ahead[j] = pretokenize(pieces[j][0])
                         chars += len(pieces[j][0])
                     j += 1
                 self._learn(chain(pretokens, *ahead.values()))

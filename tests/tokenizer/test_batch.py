@@ -68,3 +68,26 @@ def test_a_small_cache_still_encodes_right(gpt2):
     ids = bounded.encode(text)
     assert len(bounded._cache) <= len(set(PRETOKEN_RE.findall(text)))
     assert ids == gpt2.encode(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(
+    ["é", "ć", "中文", "🐶", "\u00a0", "\u3000", "\u2028", "\x85", "½", "٣", " é", "é ", "\n\né", "’s", "\x1c", "\x0b"])),
+    max_size=6))
+def test_pretokenize_equals_the_unicode_pattern(inserts):
+    """The ASCII fast path and its cuts around non-ASCII stretches change no pre-token."""
+    from lmcore.tokenizer.pretokenize import pretokenize
+
+    base = ("Once upon a time, Tim's dog didn't run.\n\n  It's 42 o'clock!!  \t\r\n" * 80)
+    text = base
+    for at, piece in sorted(inserts, reverse=True):
+        text = text[:at] + piece + text[at:]
+    assert pretokenize(text) == PRETOKEN_RE.findall(text)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_pretokenize_equals_the_unicode_pattern_on_every_kind(kind):
+    from lmcore.tokenizer.pretokenize import pretokenize
+
+    text = out_of_domain_text(kind, 300_000)
+    assert pretokenize(text) == PRETOKEN_RE.findall(text)
