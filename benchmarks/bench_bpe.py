@@ -60,7 +60,7 @@ def child(task: str, path: str, workers: int, vocab_size: int) -> dict:
     """One measurement, in this (fresh) process."""
     from lmcore.data import fetch
     from lmcore.tokenizer import GPT2_PATTERN, Tokenizer, train_bpe
-    from lmcore.tokenizer.pretokenize import PRETOKEN_RE
+    from lmcore.tokenizer.pretokenize import pretokenize
 
     if task == "train-lmcore":
         t = time.perf_counter()
@@ -126,7 +126,7 @@ def child(task: str, path: str, workers: int, vocab_size: int) -> dict:
             timed("hf warm", hf.encode, text)
         timed("lmcore build", lmcore_tok)
         out = {name: size_mb / t for name, t in best.items() if name != "lmcore build"}
-        return {**out, "build_s": best["lmcore build"], "mb": size_mb, "pretokens": len(set(PRETOKEN_RE.findall(text)))}
+        return {**out, "build_s": best["lmcore build"], "mb": size_mb, "pretokens": len(set(pretokenize(text)))}
     if task == "encode-file":
         # a fresh tokenizer (empty cache) for each of 3 runs, so 1 and 2 workers both start cold; best of 3
         times = []

@@ -230,5 +230,5 @@ def trace_bpe(pretoken_counts: Mapping[str, int], num_merges: int) -> list[dict]
         ranked = dict(sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True))  # in the order BPE prefers
         pair = next(iter(ranked))
         words = {w: apply_merge(tokens, *pair, pair[0] + pair[1]) for w, tokens in words.items()}
-        steps.append({"counts": ranked, "pair": pair, "words": {w: list(t) for w, t in words.items()}})
+        steps.append({"counts": ranked, "pair": pair, "words": words})  # apply_merge made new lists: no copy needed
     return steps
