@@ -37,6 +37,62 @@ class PairRanks:
         self.byte_ids = np.array(byte_ids, dtype=np.int64)
         # the first step looks up pairs of raw bytes: a 256 x 256 table answers those directly
         self.byte_pair_rank = self.lookup(self.byte_ids[:, None], self.byte_ids[None, :])
+        self.whole = self._whole_tokens(pairs, rank_new)
+
+    def _whole_tokens(self, pairs: np.ndarray, rank_new: np.ndarray) -> np.ndarray:
+        """``whole[t]``: BPE on token ``t``'s own bytes gives ``[t]``, proved from the merge tree.
+
+        Most new pre-tokens of natural text are one token of the vocabulary (" the", " because");
+        for those this answers without running BPE. The proof needs every merge to come after
+        all merges that make its parts (true of a trained list; otherwise nothing is claimed):
+        then BPE applies merges in rising rank. Say ``t`` is made by the merge ``(a, b)`` of rank
+        ``r``. BPE on ``t``'s bytes builds ``a`` and ``b`` side by side, as it would each alone,
+        until a pair across the boundary gets merged first. That pair is the last token on
+        ``a``'s side with the first on ``b``'s side: ``x`` of ``a``'s right spine (``a``, its right
+        part, that one's right part, ... down to a byte) and ``y`` of ``b``'s left spine. ``x``
+        is the last token from the rank that makes it until the rank that makes its parent on the
+        spine; so the pair ``(x, y)`` of rank ``q`` cuts ``t`` when ``q < r`` and both ``x`` and
+        ``y`` are there at rank ``q``. One tie: at the rank that merges ``x x``, BPE takes the
+        leftmost pair of a run, so a ``y`` that its own side merges at rank ``q`` still counts as
+        there, while an ``x`` merged at ``q`` does not. ``t`` is whole when no spine pair cuts it
+        and ``a`` and ``b`` are whole. A token made by two merges, or by none (a special token),
+        is not claimed.
+        """
+        whole = np.zeros(self.n, dtype=bool)
+        whole[self.byte_ids] = True
+        last_made = np.full(self.n, -1, dtype=np.int64)  # the highest rank that makes each token
+        np.maximum.at(last_made, rank_new[:, 1], rank_new[:, 0])
+        if (np.maximum(last_made[pairs[:, 0]], last_made[pairs[:, 1]]) >= rank_new[:, 0]).any():
+            return whole  # a merge before one that makes its part: ranks need not rise, claim nothing
+        once = np.bincount(rank_new[:, 1], minlength=self.n) == 1
+        order = np.flatnonzero(once[rank_new[:, 1]])
+        token = rank_new[order, 1]
+        rank = last_made                                  # the rank that makes each token; -1 for the rest
+        left = np.full(self.n, -1, dtype=np.int64)
+        right = np.full(self.n, -1, dtype=np.int64)
+        left[token], right[token] = pairs[order, 0], pairs[order, 1]
+        a, b = left[token], right[token]
+
+        def spine(start: np.ndarray, child: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+            """(token, rank that takes it up the spine) from ``start`` down to a byte; -1 past the end."""
+            out, x, up = [], start, rank[token]
+            while (x >= 0).any():
+                out.append((x, up))
+                x, up = np.where(x >= 0, child[x], -1), rank[x]
+            return out
+
+        ok = np.ones(len(token), dtype=bool)
+        for x, x_up in spine(a, right):
+            for y, y_up in spine(b, left):
+                at = np.flatnonzero((x >= 0) & (y >= 0))
+                q = self.lookup(x[at], y[at])
+                cut = (q < rank[token[at]]) & (rank[x[at]] < q) & (q < x_up[at]) & (rank[y[at]] < q) & (q <= y_up[at])
+                ok[at[cut]] = False
+        while True:  # whole when its own check holds and both parts are whole: up the tree, level by level
+            grown = ok & whole[a] & whole[b]
+            if (whole[token] == grown).all():
+                return whole
+            whole[token] = grown
 
     def lookup(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Rank of each pair ``(left[i], right[i])``, or ``self.none``."""

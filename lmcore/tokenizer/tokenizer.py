@@ -80,9 +80,15 @@ class Tokenizer:
             self.special_ids[s] = ids[token]
         self._special_re = special_token_re(self.special_tokens)
         self._longest_special = max((len(s) for s in self.special_tokens), default=0)
-        self._cache: dict[str, list[int]] = {}  # pre-token -> ids
+        self._cache: dict[str, Sequence[int]] = {}  # pre-token -> ids
         self._cache_size = cache_size
         self._pair_ranks = PairRanks(self._ranks, self._byte_ids, self.vocab_size)  # the merges as arrays
+        self._whole: dict[str, tuple[int]] = {}  # pre-tokens that are one token, proved so without running BPE
+        for i in np.flatnonzero(self._pair_ranks.whole).tolist():
+            try:
+                self._whole[self.vocab[i].decode("utf-8")] = (i,)
+            except UnicodeDecodeError:  # a piece of a character: never a whole pre-token
+                pass
         self.lookahead = 1 << 18  # characters pre-tokenized ahead when new pre-tokens turn up
 
     @property
@@ -107,12 +113,19 @@ class Tokenizer:
         return ids
 
     def _learn(self, pretokens: Iterable[str]) -> None:
-        """Put every pre-token the cache lacks into it; many new ones go through BPE together."""
+        """Put every pre-token the cache lacks into it; many new ones go through BPE together.
+
+        A new pre-token that is one token of the vocabulary, proved to stay whole under BPE
+        (``PairRanks.whole``, worked out once from the merges), needs no BPE at all.
+        """
         pretokens = set(pretokens)
         new = pretokens.difference(self._cache)
         if len(self._cache) + len(new) > self._cache_size:  # bounded memory: start afresh
             self._cache.clear()
             new = pretokens
+        whole = list(filter(self._whole.__contains__, new))
+        self._cache.update(zip(whole, map(self._whole.__getitem__, whole)))
+        new.difference_update(whole)
         if len(new) < 64:  # too few to pay for the set-up of a NumPy pass
             self._cache.update((p, self._bpe(p)) for p in new)
             return

@@ -60,6 +60,62 @@ def test_encode_equals_tiktoken_on_out_of_domain_text(gpt2, kind):
     assert fresh.encode(text) == enc.encode(text)  # again, from a warm cache
 
 
+
+def _whole_by_bpe(tok: Tokenizer) -> dict[int, bool]:
+    """For every merged token whose bytes are text: does BPE on those bytes give just that token?"""
+    out = {}
+    for i, b in tok.vocab.items():
+        if len(b) > 1 and i not in tok.special_ids.values():
+            try:
+                out[i] = tok._bpe(b.decode("utf-8")) == [i]
+            except UnicodeDecodeError:
+                pass
+    return out
+
+
+def test_whole_tokens_are_exactly_gpt2s_tokens(gpt2):
+    """The proof from the merge tree claims only tokens BPE leaves whole, and on GPT-2 all of them."""
+    truth = _whole_by_bpe(gpt2)
+    claimed = {i for i in truth if gpt2._pair_ranks.whole[i]}
+    assert {i for i, whole in truth.items() if whole} == claimed
+    assert len(claimed) > 49_000
+    assert not gpt2._pair_ranks.whole[gpt2.special_ids[EOT]]
+
+
+def test_a_token_cut_on_the_way_is_not_whole():
+    """``abc`` made as ``ab + c``, but ``b c`` merges first: BPE gives ``a, bc``, so ``abc`` is not whole."""
+    vocab = {i: bytes([i]) for i in range(256)}
+    merges = [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")]
+    vocab.update({256: b"bc", 257: b"ab", 258: b"abc"})
+    tok = Tokenizer(vocab, merges)
+    assert tok._bpe("abc") == [ord("a"), 256]
+    assert list(tok._pair_ranks.whole[256:259]) == [True, True, False]
+    assert tok.encode("abc abc") == [ord("a"), 256, ord(" "), ord("a"), 256]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), min_size=1, max_size=40),
+       st.booleans(), st.randoms())
+def test_whole_is_never_claimed_wrongly_on_random_merges(picks, unique, rnd):
+    """Random merge lists over ``a b c``: in made order, with a token made twice, or shuffled."""
+    tokens, merges, seen = [b"a", b"b", b"c"], [], set()
+    for i, j in picks:
+        a, b = tokens[i % len(tokens)], tokens[j % len(tokens)]
+        if (a, b) not in seen and not (unique and a + b in tokens):
+            seen.add((a, b))
+            merges.append((a, b))
+            if a + b not in tokens:
+                tokens.append(a + b)
+    if not unique and rnd.random() < 0.3:
+        rnd.shuffle(merges)
+    vocab = {i: bytes([i]) for i in range(256)}
+    vocab.update({256 + k: t for k, t in enumerate(tokens[3:])})
+    tok = Tokenizer(vocab, merges)
+    for i, whole in _whole_by_bpe(tok).items():
+        if tok._pair_ranks.whole[i]:
+            assert whole, (vocab[i], merges)
+
+
 def test_a_small_cache_still_encodes_right(gpt2):
     """When the cache passes ``cache_size`` it starts afresh; the ids must not change."""
     text = out_of_domain_text("code", 100_000)
