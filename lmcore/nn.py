@@ -191,22 +191,54 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     return e / e.sum(dim=dim, keepdim=True)
 
 
-def cross_entropy(logits: Tensor, targets: Tensor, fused: bool = False) -> Tensor:
+def cross_entropy(logits: Tensor, targets: Tensor, fused: bool = False, *, reuse_logits: bool = False) -> Tensor:
     """Mean of ``-log softmax(logits)[target]`` over all leading dimensions.
 
     ``logits (..., vocab)``, ``targets (...)`` int64. Uses log-sum-exp with the max subtracted, so
     logits of 1e4 neither overflow nor lose the answer. The max is a constant shift (it cancels
     between the two terms), so it needs no gradient: detaching it spares backward a pass over
-    the ``(..., vocab)`` logits. ``fused=True`` calls ``F.cross_entropy``, one kernel forward
-    and backward with the same result, for the fast path.
+    the ``(..., vocab)`` logits. ``fused=True`` is the fast path with the same result: PyTorch's
+    ``log_softmax`` kernel forward, and a backward that computes the gradient in that output's
+    memory (``_FusedCrossEntropy``; faster than ``F.cross_entropy``, see
+    ``benchmarks/bench_train.py``). ``reuse_logits=True`` (with ``fused``) also writes the
+    log-probabilities over float32 logits, for a caller that never reads them again: the
+    training loop.
     """
     logits = logits.float()
     if fused:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return _FusedCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reuse_logits)
     m = logits.amax(dim=-1, keepdim=True).detach()
     logsumexp = (logits - m).exp().sum(dim=-1).log() + m.squeeze(-1)
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (logsumexp - picked).mean()
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    """``logits (n, vocab)`` float32, ``targets (n,)`` -> mean of ``-log_softmax(logits)[target]``.
+
+    The gradient with respect to the logits is ``(softmax - onehot) / n``. Forward keeps
+    ``log_softmax``'s output for it, as ``F.cross_entropy`` does; backward turns that tensor into
+    the gradient in place (``exp_``, subtract 1 at the targets, scale). ``F.cross_entropy``'s
+    backward instead fills a new logits-sized tensor with zeros, scatters into it, and writes a
+    third one: at a 10,000-word vocabulary those are the largest tensors of a small model's step.
+    With ``reuse`` the log-probabilities are written over the logits themselves, one such tensor
+    fewer again.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, reuse: bool) -> Tensor:
+        logp = torch.log_softmax(logits, dim=-1, out=logits) if reuse else torch.log_softmax(logits, dim=-1)
+        ctx.save_for_backward(logp, targets)
+        return -logp.gather(-1, targets.unsqueeze(-1)).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None]:
+        logp, targets = ctx.saved_tensors
+        grad = logp.exp_()  # softmax, in log_softmax's memory: nothing else reads it
+        rows = torch.arange(len(targets), device=grad.device)
+        grad.index_put_((rows, targets), torch.tensor(-1.0, dtype=grad.dtype, device=grad.device), accumulate=True)
+        return grad.mul_(grad_loss / len(targets)), None, None
 
 
 def attention_probs(q: Tensor, k: Tensor, mask: Tensor | None = None, *, causal: bool = False) -> Tensor:

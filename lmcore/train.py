@@ -270,7 +270,7 @@ def evaluate(model: torch.nn.Module, tokens, config: TrainConfig, device: torch.
         starts = torch.randint(0, len(tokens) - config.model.context_length, (per,), generator=gen)
         x, y = batch_from_starts(tokens, starts, config.model.context_length, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            losses.append(cross_entropy(model(x), y, fused=config.model.kernels == "fused").item())
+            losses.append(cross_entropy(model(x), y, fused=config.model.kernels == "fused", reuse_logits=True).item())
     model.train()
     return sum(losses) / len(losses)
 
@@ -290,15 +290,20 @@ def _has_bf16_tensor_cores(device: torch.device) -> bool:
 
 
 class _Objective(torch.nn.Module):
-    """Model and loss as one module: what a step differentiates, and what ``torch.compile`` compiles."""
+    """Model and loss as one module: what a step differentiates, and what ``torch.compile`` compiles.
 
-    def __init__(self, model: torch.nn.Module, fused: bool) -> None:
+    Eager, the loss writes its log-probabilities over the logits (``reuse_logits``): nothing else
+    reads them. Compiled, the compiler plans the memory itself; handing it that mutation made a
+    DDP run drift from one process (a test holds the two equal), so it is left out there.
+    """
+
+    def __init__(self, model: torch.nn.Module, fused: bool, compiled: bool = False) -> None:
         super().__init__()
-        self.model, self.fused = model, fused
+        self.model, self.fused, self.reuse = model, fused, fused and not compiled
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``x``, ``y`` ``(batch, seq)`` ids -> the mean next-token loss."""
-        return cross_entropy(self.model(x), y, fused=self.fused)
+        return cross_entropy(self.model(x), y, fused=self.fused, reuse_logits=self.reuse)
 
 
 class _StopSignals:
@@ -402,7 +407,7 @@ class _Run:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.objective: torch.nn.Module = _Objective(self.net, self.fused)
+        self.objective: torch.nn.Module = _Objective(self.net, self.fused, compiled=c.compile)
         if c.compile:
             self.objective = torch.compile(self.objective)
 
@@ -481,7 +486,7 @@ class _Run:
             return True
         x, y = self.last_batch
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return math.isfinite(cross_entropy(self.model(x), y, fused=self.fused).item())
+            return math.isfinite(cross_entropy(self.model(x), y, fused=self.fused, reuse_logits=True).item())
 
     def checkpoint(self) -> None:
         """Save the state after step ``completed``, if it is sound; else stop as diverged."""

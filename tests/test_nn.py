@@ -78,6 +78,38 @@ def test_cross_entropy_matches_torch_even_for_huge_logits():
     torch.testing.assert_close(cross_entropy(huge, targets), F.cross_entropy(huge.view(-1, 50), targets.view(-1)))
 
 
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+@pytest.mark.parametrize("reuse", [False, True])
+def test_fused_cross_entropy_gives_the_loss_and_gradients_of_the_teaching_one(scale, reuse):
+    """fused=True (log_softmax forward, gradient written in its output's memory) against the formula."""
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 8, requires_grad=True)
+    w = (torch.randn(50, 8) * scale).requires_grad_()
+    targets = torch.randint(0, 50, (2, 5))
+    results = []
+    for fused in (False, True):
+        logits = h @ w.T
+        loss = cross_entropy(logits, targets, fused=fused, reuse_logits=reuse)
+        results.append((loss, *torch.autograd.grad(loss, (h, w))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * scale)
+    torch.testing.assert_close(results[1][0], F.cross_entropy((h @ w.T).view(-1, 50), targets.view(-1)))
+    gradient = (torch.softmax(h.detach() @ w.detach().T, -1) - F.one_hot(targets, 50)) / 10
+    if reuse:  # the logits' memory ends up holding their gradient
+        torch.testing.assert_close(logits.detach(), gradient, rtol=1e-5, atol=1e-6)
+    else:      # the caller's logits are left as they were
+        assert torch.equal(logits, h @ w.T)
+
+
+def test_fused_cross_entropy_from_bf16_logits():
+    logits = torch.randn(4, 30).bfloat16().requires_grad_()
+    targets = torch.randint(0, 30, (4,))
+    cross_entropy(logits, targets, fused=True).backward()
+    expected = (torch.softmax(logits.detach().float(), -1) - F.one_hot(targets, 30)) / 4
+    torch.testing.assert_close(logits.grad.float(), expected, atol=1e-2, rtol=0)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_attention_matches_torch(fused):
     q, k, v = torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 4)
