@@ -72,6 +72,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "256": DEFINITION + ": the values of a byte",
         "0.1": CHOICE + ": the learning rate of the AdamW example",
         "0.01": CHOICE + ": the weight decay of the AdamW example",
+        "10,000": CHOICE + ": the vocabulary size of the TinyStories models",
     },
     "06_training": {
         "17M": NAME + ": the handout's TinyStories configuration",

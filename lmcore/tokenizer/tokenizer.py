@@ -84,12 +84,19 @@ class Tokenizer:
         self._cache_size = cache_size
         self._pair_ranks = PairRanks(self._ranks, self._byte_ids, self.vocab_size)  # the merges as arrays
         self._whole: dict[str, tuple[int]] = {}  # pre-tokens that are one token, proved so without running BPE
-        for i in np.flatnonzero(self._pair_ranks.whole).tolist():
+        for i in self.whole_token_ids.tolist():
             try:
                 self._whole[self.vocab[i].decode("utf-8")] = (i,)
             except UnicodeDecodeError:  # a piece of a character: never a whole pre-token
                 pass
         self.lookahead = 1 << 18  # characters pre-tokenized ahead when new pre-tokens turn up
+
+    @property
+    def whole_token_ids(self) -> np.ndarray:
+        """Ids of the tokens that BPE on their own bytes leaves whole, proved from the merges alone
+        (``PairRanks._whole_tokens`` in ``lmcore.tokenizer.batch`` has the proof): a new pre-token
+        spelling one of them is encoded without running BPE."""
+        return np.flatnonzero(self._pair_ranks.whole)
 
     @property
     def vocab_size(self) -> int:
