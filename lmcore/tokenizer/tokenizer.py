@@ -83,13 +83,26 @@ class Tokenizer:
         self._cache: dict[str, Sequence[int]] = {}  # pre-token -> ids
         self._cache_size = cache_size
         self._pair_ranks = PairRanks(self._ranks, self._byte_ids, self.vocab_size)  # the merges as arrays
-        self._whole: dict[str, tuple[int]] = {}  # pre-tokens that are one token, proved so without running BPE
+        self._whole = self._whole_pretokens()
+        self.lookahead = 1 << 18  # characters pre-tokenized ahead when new pre-tokens turn up
+
+    def _whole_pretokens(self) -> dict[str, tuple[int]]:
+        """Pre-token -> ``(id,)`` for each whole token that is text (a piece of a character never is)."""
+        whole = {}
         for i in self.whole_token_ids.tolist():
             try:
-                self._whole[self.vocab[i].decode("utf-8")] = (i,)
-            except UnicodeDecodeError:  # a piece of a character: never a whole pre-token
+                whole[self.vocab[i].decode("utf-8")] = (i,)
+            except UnicodeDecodeError:
                 pass
-        self.lookahead = 1 << 18  # characters pre-tokenized ahead when new pre-tokens turn up
+        return whole
+
+    def __getstate__(self) -> dict:
+        # sent to encode_file's workers: the whole-token table is rebuilt there, faster than pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_whole"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._whole = self._whole_pretokens()
 
     @property
     def whole_token_ids(self) -> np.ndarray:
