@@ -37,8 +37,8 @@ class ModelConfig:
     ``kernels="math"`` (the default, for teaching) computes attention, SiLU and the training loss
     step by step, as the book writes them; ``kernels="fused"`` (the fast path, what training
     runs) calls PyTorch's fused kernels for all three (``scaled_dot_product_attention``,
-    ``F.silu``, ``F.cross_entropy`` via :func:`lmcore.nn.cross_entropy`), with the same results
-    to float precision; the tests check both paths against each other.
+    ``F.silu``, and ``log_softmax`` in :func:`lmcore.nn.cross_entropy`'s fused path), with the
+    same results to float precision; the tests check both paths against each other.
 
     ``d_ff=None`` picks the usual size: about 8/3 ``d_model`` (a multiple of 64) for SwiGLU and
     4 ``d_model`` for the plain SiLU feed-forward, so both have about the same parameters.
