@@ -22,11 +22,13 @@ __all__ = ["PairRanks", "bpe_many"]
 class PairRanks:
     """The merge table as sorted arrays: pair ``(a, b)`` is key ``a * n + b`` (``n`` = vocab size)."""
 
-    def __init__(self, ranks: dict[tuple[int, int], tuple[int, int]], byte_ids: list[int], vocab_size: int) -> None:
+    def __init__(self, rank_of: dict[tuple[int, int], int], made: list[int], byte_ids: list[int], vocab_size: int) -> None:
+        """``rank_of``: pair of ids -> its merge's rank; ``made[rank]``: the id that merge makes."""
         self.n = vocab_size
-        self.none = len(ranks)  # the rank of "no merge": above every real rank
-        pairs = np.fromiter(chain.from_iterable(ranks), dtype=np.int64, count=2 * len(ranks)).reshape(-1, 2)
-        rank_new = np.fromiter(chain.from_iterable(ranks.values()), dtype=np.int64, count=2 * len(ranks)).reshape(-1, 2)
+        self.none = len(made)  # the rank of "no merge": above every real rank
+        pairs = np.fromiter(chain.from_iterable(rank_of), dtype=np.int64, count=2 * len(rank_of)).reshape(-1, 2)
+        rank = np.fromiter(rank_of.values(), dtype=np.int64, count=len(rank_of))
+        rank_new = np.stack([rank, np.asarray(made, dtype=np.int64)[rank]], axis=1)
         keys = pairs[:, 0] * self.n + pairs[:, 1]
         order = np.argsort(keys)
         # a key that matches nothing lands past the end: the sentinel -1 never equals a key

@@ -56,7 +56,11 @@ _WS = "\t\n\x0b\x0c\r "
 ASCII_PRETOKEN_RE = re.compile(
     rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
 )
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_NON_ASCII = regex.compile(r"[^\x00-\x7f]+")
+#: A non-ASCII letter, number or white space: the characters the ASCII pattern would misread.
+#: Any other character (curly quotes, dashes, symbols) it reads as GPT-2's pattern does, as
+#: neither letter, number nor space.
+_MISREAD = regex.compile(r"(?V1)[[\p{L}\p{N}\s]--[\x00-\x7f]]")
 _CUT = regex.compile(r"\S(?=\s)")
 _LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
 
@@ -154,26 +158,31 @@ def last_safe_cut(text: str, special_re: regex.Pattern | None, longest: int) -> 
 def pretokenize(text: str) -> list[str]:
     """GPT-2's pre-tokens of ``text`` (a piece without special tokens): ``PRETOKEN_RE.findall(text)``.
 
-    ASCII text goes to :data:`ASCII_PRETOKEN_RE`, twice as fast. Text with a few other characters
-    (a story with a curly quote, source code with one accented name) is cut where a cut changes
-    nothing (between a non-space and a white-space character, see :func:`first_safe_cut`) around
-    each non-ASCII stretch: those stretches go to ``PRETOKEN_RE``, the ASCII text between them to
-    the fast pattern. Text with many non-ASCII characters goes to ``PRETOKEN_RE`` whole.
+    ASCII text goes to :data:`ASCII_PRETOKEN_RE`, twice as fast, and so does text whose other
+    characters are all punctuation or symbols (a story with curly quotes), which that pattern reads
+    alike. Text with a few non-ASCII letters, numbers or spaces (source code with one accented
+    name) is cut where a cut changes nothing (between a non-space and a white-space character, see
+    :func:`first_safe_cut`) around each such stretch: those stretches go to ``PRETOKEN_RE``, the
+    text between them to the fast pattern. Text with many of them goes to ``PRETOKEN_RE`` whole.
     """
-    if text.isascii():
+    if text.isascii() or not any(_MISREAD.search(run.group()) for run in _NON_ASCII.finditer(text)):
         return ASCII_PRETOKEN_RE.findall(text)
     if len(text.encode("utf-8")) - len(text) > len(text) >> 6:  # more than a few percent: not worth the cuts
         return PRETOKEN_RE.findall(text)
     out: list[str] = []
     done = 0  # text[:done] is pre-tokenized
-    while (run := _NON_ASCII.search(text, done)) is not None:
+    pos = 0
+    while (run := _NON_ASCII.search(text, pos)) is not None:
+        pos = run.end()
+        if not _MISREAD.search(run.group()):
+            continue  # punctuation and symbols: the fast pattern reads them alike
         before = _LAST_CUT.search(text, done, run.start() + 1)  # the last safe cut before the run
         start = before.end() if before is not None else done
         after = _CUT.search(text, run.end() + 256)  # a safe cut a little after it, so nearby runs share a stretch
         end = after.end() if after is not None else len(text)
         out += ASCII_PRETOKEN_RE.findall(text, done, start)
         out += PRETOKEN_RE.findall(text, start, end)
-        done = end
+        done = pos = end
     out += ASCII_PRETOKEN_RE.findall(text, done)
     return out
 

@@ -21,7 +21,6 @@ from tqdm import tqdm
 from .. import tokenfile
 from . import gpt2
 from .batch import PairRanks, bpe_many
-from .merge import apply_merge
 from .pretokenize import (
     ENDOFTEXT,
     check_special_tokens,
@@ -64,12 +63,13 @@ class Tokenizer:
         if missing:
             raise ValueError(f"vocab lacks {len(missing)} of the 256 single bytes (first: {missing[0]}); not a byte-level vocab")
         self._byte_ids = [ids[bytes([b])] for b in range(256)]
-        self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        self._rank_of: dict[tuple[int, int], int] = {}  # (left id, right id) -> the merge's rank
         for rank, (a, b) in enumerate(self.merges):
             for part in (a, b, a + b):
                 if part not in ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): {part!r} is not in the vocabulary; vocab and merges disagree")
-            self._ranks[(ids[a], ids[b])] = (rank, ids[a + b])
+            self._rank_of[(ids[a], ids[b])] = rank  # a pair listed twice: the later rank, as before
+        self._made = [ids[a + b] for a, b in self.merges]  # rank -> id of the token it makes
         self.special_tokens: list[str] = check_special_tokens(special_tokens)
         self.special_ids: dict[str, int] = {}
         for s in self.special_tokens:
@@ -80,11 +80,12 @@ class Tokenizer:
             self.special_ids[s] = ids[token]
         self._special_re = special_token_re(self.special_tokens)
         self._longest_special = max((len(s) for s in self.special_tokens), default=0)
-        self._cache: dict[str, Sequence[int]] = {}  # pre-token -> ids
         self._cache_size = cache_size
-        self._pair_ranks = PairRanks(self._ranks, self._byte_ids, self.vocab_size)  # the merges as arrays
+        self._pair_ranks = PairRanks(self._rank_of, self._made, self._byte_ids, self.vocab_size)  # the merges as arrays
         self._whole = self._whole_pretokens()
-        self.lookahead = 1 << 18  # characters pre-tokenized ahead when new pre-tokens turn up
+        self._cache = _PretokenCache(self)  # pre-token -> ids
+        self.inline_bpe = 16  # new pre-tokens per piece that run BPE on the spot, see encode
+        self.lookahead = 1 << 18  # characters pre-tokenized ahead when more new pre-tokens turn up
 
     def _whole_pretokens(self) -> dict[str, tuple[int]]:
         """Pre-token -> ``(id,)`` for each whole token that is text (a piece of a character never is)."""
@@ -98,11 +99,12 @@ class Tokenizer:
 
     def __getstate__(self) -> dict:
         # sent to encode_file's workers: the whole-token table is rebuilt there, faster than pickled
-        return {k: v for k, v in self.__dict__.items() if k != "_whole"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_whole", "_cache")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._whole = self._whole_pretokens()
+        self._cache = _PretokenCache(self)
 
     @property
     def whole_token_ids(self) -> np.ndarray:
@@ -118,18 +120,25 @@ class Tokenizer:
 
     # -- encoding -----------------------------------------------------------------------------
     def _bpe(self, pretoken: str) -> list[int]:
-        """Apply the merges to one pre-token, lowest rank first."""
+        """Apply the merges to one pre-token, lowest rank first, each step merging its pair
+        everywhere, left to right (``a a a`` with pair ``a a`` gives ``new a``).
+
+        ``pair_rank[i]`` is the rank of ``ids[i], ids[i + 1]``, so finding the step's pair is one
+        ``min`` and each merge looks up only the two pairs it changed.
+        """
         ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
-        ranks = self._ranks
-        while len(ids) > 1:
-            best = None
-            for pair in zip(ids, ids[1:]):
-                found = ranks.get(pair)
-                if found is not None and (best is None or found[0] < best[0]):
-                    best, best_pair = found, pair
-            if best is None:
-                break
-            ids = apply_merge(ids, *best_pair, best[1])
+        rank_of, made, none = self._rank_of, self._made, len(self.merges)
+        pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
+        while pair_rank and (best := min(pair_rank)) != none:
+            i = pair_rank.index(best)
+            while i >= 0:
+                ids[i : i + 2] = (made[best],)
+                del pair_rank[i]
+                if i > 0:
+                    pair_rank[i - 1] = rank_of.get((ids[i - 1], ids[i]), none)
+                if i < len(pair_rank):
+                    pair_rank[i] = rank_of.get((ids[i], ids[i + 1]), none)
+                i = _index(pair_rank, best, i + 1)
         return ids
 
     def _learn(self, pretokens: Iterable[str]) -> None:
@@ -155,10 +164,13 @@ class Tokenizer:
         """Token ids of ``text``; special tokens become their single ids (longest match wins).
 
         Each piece between special tokens is pre-tokenized and its pre-tokens' ids read from the
-        cache, a loop that stays in C (``map``, ``chain``). A pre-token the cache lacks stops that:
+        cache, a loop that stays in C (``map``, ``chain``). The cache fills in a pre-token it lacks
+        (:class:`_PretokenCache`): at once if it spells a whole token, by BPE on the spot for the
+        first ``inline_bpe`` others of a piece. A piece with more new pre-tokens than that stops:
         the next ``lookahead`` characters are pre-tokenized too, every new pre-token among them
         goes through BPE together (:func:`~lmcore.tokenizer.batch.bpe_many`), and the piece is
-        read again.
+        read again. In-domain text brings a few new words per piece; code or a new language
+        brings many, where one NumPy pass over thousands of pre-tokens beats thousands of loops.
         """
         out: list[int] = []
         lookup = self._cache.__getitem__
@@ -169,6 +181,7 @@ class Tokenizer:
                 out.append(self.special_ids[piece])
                 continue
             pretokens = ahead.pop(i) if i in ahead else pretokenize(piece)
+            self._cache.budget = self.inline_bpe
             done = len(out)
             try:
                 out.extend(chain.from_iterable(map(lookup, pretokens)))
@@ -315,6 +328,36 @@ class Tokenizer:
         return out.count
 
 
+class _PretokenCache(dict):
+    """Pre-token -> ids, filling in a pre-token it lacks (``__missing__``, called by ``dict``'s
+    own lookup) while such misses are few.
+
+    A missing pre-token that spells a whole token (``Tokenizer.whole_token_ids``) is filled in at
+    once; another runs ``Tokenizer._bpe`` while ``budget`` lasts (``encode`` sets it per piece),
+    else raises ``KeyError``, which sends ``encode`` to the batched BPE. Past ``size`` entries it
+    starts afresh, so memory stays bounded.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self.whole = tokenizer._whole
+        self.bpe = tokenizer._bpe
+        self.size = tokenizer._cache_size
+        self.budget = 0
+
+    def __missing__(self, pretoken: str) -> Sequence[int]:
+        ids = self.whole.get(pretoken)
+        if ids is None:
+            if self.budget <= 0:
+                raise KeyError(pretoken)
+            self.budget -= 1
+            ids = self.bpe(pretoken)
+        if len(self) >= self.size:  # bounded memory: start afresh
+            self.clear()
+        self[pretoken] = ids
+        return ids
+
+
 _WORKER: Tokenizer | None = None
 
 
@@ -326,6 +369,14 @@ def _init_worker(tokenizer: Tokenizer) -> None:
 def _encode_chunk(job: tuple[str, int, int, str]) -> np.ndarray:
     path, start, end, errors = job
     return np.asarray(_WORKER.encode(read_utf8(path, start, end, errors)), dtype=np.uint16)
+
+
+def _index(values: list, value, start: int) -> int:
+    """``values.index(value, start)``, or -1 where it is not there."""
+    try:
+        return values.index(value, start)
+    except ValueError:
+        return -1
 
 
 def _as_id(i) -> int:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from lmcore.data import cache_dir
 from lmcore.texts import KINDS, out_of_domain_text
-from lmcore.tokenizer import GPT2_PATTERN, Tokenizer, train_bpe
+from lmcore.tokenizer import GPT2_PATTERN, Tokenizer, apply_merge, train_bpe
 from lmcore.tokenizer.batch import bpe_many
 from lmcore.tokenizer.pretokenize import PRETOKEN_RE
 
@@ -59,6 +59,69 @@ def test_encode_equals_tiktoken_on_out_of_domain_text(gpt2, kind):
     assert fresh.encode(text) == enc.encode(text)
     assert fresh.encode(text) == enc.encode(text)  # again, from a warm cache
 
+
+
+def _bpe_by_definition(tok: Tokenizer):
+    """BPE as defined, on byte strings: find the lowest-ranked pair, merge it everywhere, repeat."""
+    ranks = {}
+    for rank, pair in enumerate(tok.merges):
+        ranks[pair] = rank  # a pair listed twice keeps its later rank, as the tokenizer does
+    ids = {t: i for i, t in sorted(tok.vocab.items(), reverse=True)}  # the lowest id of a token listed twice
+
+    def bpe(pretoken: str) -> list[int]:
+        parts = [bytes([b]) for b in pretoken.encode("utf-8")]
+        while (found := [ranks[p] for p in zip(parts, parts[1:]) if p in ranks]):
+            a, b = tok.merges[min(found)]
+            parts = apply_merge(parts, a, b, a + b)
+        return [ids[p] for p in parts]
+
+    return bpe
+
+
+@pytest.mark.parametrize("kind", ["tinystories", *KINDS])
+def test_bpe_equals_the_definition_on_text_of_every_kind(gpt2, kind):
+    if kind == "tinystories":
+        text = (cache_dir() / "tinystories-v1-valid-sample.txt").read_text(encoding="utf-8")[:100_000]
+    else:
+        text = out_of_domain_text(kind, 60_000)
+    pretokens = sorted(set(PRETOKEN_RE.findall(text)))
+    assert len(pretokens) > 1000
+    assert [gpt2._bpe(p) for p in pretokens] == list(map(_bpe_by_definition(gpt2), pretokens))
+
+
+def test_a_step_merges_its_pair_everywhere_before_the_next_rank():
+    """``aaaa`` with merges ``(aa, a)`` then ``(a, a)``: the step of ``(a, a)`` merges both pairs,
+    giving ``aa aa``; merging one pair at a time would let ``(aa, a)`` in first: ``aaa a``."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"aa", 257: b"aaa"}
+    tok = Tokenizer(vocab, [(b"aa", b"a"), (b"a", b"a")])
+    assert tok._bpe("aaaa") == _bpe_by_definition(tok)("aaaa") == [256, 256]
+    assert bpe_many(["aaaa"], tok._pair_ranks) == {"aaaa": [256, 256]}
+    assert tok.encode("aaaa") == [256, 256]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), min_size=1, max_size=40),
+       st.booleans(), st.randoms(),
+       st.lists(st.text(alphabet="abc", min_size=1, max_size=12) | st.sampled_from(["aaaa", "aaaaaaa", "ababab", "bbcccc"]),
+                max_size=10))
+def test_bpe_equals_the_definition_on_random_merges(picks, shuffle, rnd, words):
+    """Merge lists over ``a b c`` with pairs listed twice and tokens made twice, in made order or
+    shuffled (so a merge may come before the merges that make its parts)."""
+    tokens, merges = [b"a", b"b", b"c"], []
+    for i, j in picks:
+        a, b = tokens[i % len(tokens)], tokens[j % len(tokens)]
+        merges.append((a, b))
+        if a + b not in tokens:
+            tokens.append(a + b)
+    if shuffle:
+        rnd.shuffle(merges)
+    vocab = {i: bytes([i]) for i in range(256)}
+    vocab.update({256 + k: t for k, t in enumerate(tokens[3:])})
+    tok = Tokenizer(vocab, merges)
+    definition = _bpe_by_definition(tok)
+    for w in words:
+        assert tok._bpe(w) == definition(w), (w, merges)
+    assert bpe_many(words, tok._pair_ranks) == {w: tok._bpe(w) for w in words}
 
 
 def _whole_by_bpe(tok: Tokenizer) -> dict[int, bool]:
@@ -116,6 +179,28 @@ def test_whole_is_never_claimed_wrongly_on_random_merges(picks, unique, rnd):
             assert whole, (vocab[i], merges)
 
 
+@pytest.mark.parametrize("inline_bpe", [0, 16, 10**9])
+@pytest.mark.parametrize("kind", ["tinystories", "code"])
+def test_new_pretokens_on_the_spot_or_batched_give_the_same_ids(gpt2, monkeypatch, kind, inline_bpe):
+    """A piece's first ``inline_bpe`` new pre-tokens run BPE on the spot, more go to ``bpe_many``:
+    the ids equal tiktoken's whichever path runs, and each path does run where it should."""
+    import lmcore.tokenizer.tokenizer as module
+
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {t: i for i, t in gpt2.vocab.items() if i != 50256}
+    enc = tiktoken.Encoding("gpt2-offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+    if kind == "tinystories":  # many short pieces with a few new words each
+        text = (cache_dir() / "tinystories-v1-valid-sample.txt").read_text(encoding="utf-8")[:100_000]
+    else:                      # one piece with thousands of new pre-tokens
+        text = out_of_domain_text(kind, 100_000)
+    batches = []
+    monkeypatch.setattr(module, "bpe_many", lambda p, t: batches.append(len(p)) or bpe_many(p, t))
+    fresh = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    fresh.inline_bpe = inline_bpe
+    assert fresh.encode(text) == enc.encode(text, allowed_special={EOT})
+    assert (batches == []) == (inline_bpe == 10**9)
+
+
 def test_a_small_cache_still_encodes_right(gpt2):
     """When the cache passes ``cache_size`` it starts afresh; the ids must not change."""
     text = out_of_domain_text("code", 100_000)
@@ -128,7 +213,8 @@ def test_a_small_cache_still_encodes_right(gpt2):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(
-    ["é", "ć", "中文", "🐶", "\u00a0", "\u3000", "\u2028", "\x85", "½", "٣", " é", "é ", "\n\né", "’s", "\x1c", "\x0b"])),
+    ["é", "ć", "中文", "🐶", "\u00a0", "\u3000", "\u2028", "\x85", "½", "٣", " é", "é ", "\n\né", "’s", "\x1c", "\x0b",
+     "“", "” ", " —", "…\n", "€5", "«é»"])),
     max_size=6))
 def test_pretokenize_equals_the_unicode_pattern(inserts):
     """The ASCII fast path and its cuts around non-ASCII stretches change no pre-token."""
@@ -138,6 +224,17 @@ def test_pretokenize_equals_the_unicode_pattern(inserts):
     text = base
     for at, piece in sorted(inserts, reverse=True):
         text = text[:at] + piece + text[at:]
+    assert pretokenize(text) == PRETOKEN_RE.findall(text)
+
+
+def test_the_fast_pattern_reads_every_non_ascii_symbol_alike():
+    """Every non-ASCII character that is not a letter, number or space (all ~140,000 of them)
+    goes to the ASCII pattern, and it cuts them exactly as GPT-2's Unicode pattern does."""
+    from lmcore.tokenizer.pretokenize import _MISREAD, pretokenize
+
+    symbols = [c for c in map(chr, range(0x80, 0x110000)) if not _MISREAD.match(c)]
+    assert len(symbols) > 10_000 and "“" in symbols and "é" not in symbols and "\u00a0" not in symbols
+    text = "".join(f"a{c}b {c}{c}1 'd{c}s  {c}\n" for c in symbols)
     assert pretokenize(text) == PRETOKEN_RE.findall(text)
 
 
