@@ -7,6 +7,7 @@ repeats its words, so a cache from pre-token to ids does most of the work.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import os
@@ -120,26 +121,8 @@ class Tokenizer:
 
     # -- encoding -----------------------------------------------------------------------------
     def _bpe(self, pretoken: str) -> list[int]:
-        """Apply the merges to one pre-token, lowest rank first, each step merging its pair
-        everywhere, left to right (``a a a`` with pair ``a a`` gives ``new a``).
-
-        ``pair_rank[i]`` is the rank of ``ids[i], ids[i + 1]``, so finding the step's pair is one
-        ``min`` and each merge looks up only the two pairs it changed.
-        """
-        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
-        rank_of, made, none = self._rank_of, self._made, len(self.merges)
-        pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
-        while pair_rank and (best := min(pair_rank)) != none:
-            i = pair_rank.index(best)
-            while i >= 0:
-                ids[i : i + 2] = (made[best],)
-                del pair_rank[i]
-                if i > 0:
-                    pair_rank[i - 1] = rank_of.get((ids[i - 1], ids[i]), none)
-                if i < len(pair_rank):
-                    pair_rank[i] = rank_of.get((ids[i], ids[i + 1]), none)
-                i = _index(pair_rank, best, i + 1)
-        return ids
+        """Apply the merges to one pre-token: :func:`bpe_pretoken` with this vocabulary's tables."""
+        return bpe_pretoken(pretoken, self._byte_ids, self._rank_of, self._made)
 
     def _learn(self, pretokens: Iterable[str]) -> None:
         """Put every pre-token the cache lacks into it; many new ones go through BPE together.
@@ -341,7 +324,11 @@ class _PretokenCache(dict):
     def __init__(self, tokenizer: Tokenizer) -> None:
         super().__init__()
         self.whole = tokenizer._whole
-        self.bpe = tokenizer._bpe
+        # BPE with the tokenizer's tables, not its bound method: no reference cycle, so a
+        # tokenizer is freed as soon as it is dropped, not at the next full garbage collection
+        self.bpe = functools.partial(
+            bpe_pretoken, byte_ids=tokenizer._byte_ids, rank_of=tokenizer._rank_of, made=tokenizer._made
+        )
         self.size = tokenizer._cache_size
         self.budget = 0
 
@@ -369,6 +356,30 @@ def _init_worker(tokenizer: Tokenizer) -> None:
 def _encode_chunk(job: tuple[str, int, int, str]) -> np.ndarray:
     path, start, end, errors = job
     return np.asarray(_WORKER.encode(read_utf8(path, start, end, errors)), dtype=np.uint16)
+
+
+def bpe_pretoken(pretoken: str, byte_ids: list[int], rank_of: dict[tuple[int, int], int], made: list[int]) -> list[int]:
+    """BPE on one pre-token: its bytes' ids (``byte_ids[b]``), then the merges lowest rank first,
+    each step merging its pair everywhere, left to right (``a a a`` with pair ``a a`` gives ``new a``).
+
+    ``rank_of`` maps a pair of ids to its merge's rank, ``made[rank]`` is the id that merge makes.
+    ``pair_rank[i]`` is the rank of ``ids[i], ids[i + 1]``, so finding a step's pair is one ``min``
+    and each merge looks up only the two pairs it changed.
+    """
+    ids = [byte_ids[b] for b in pretoken.encode("utf-8")]
+    none = len(made)  # above every rank: "no merge"
+    pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
+    while pair_rank and (best := min(pair_rank)) != none:
+        i = pair_rank.index(best)
+        while i >= 0:
+            ids[i : i + 2] = (made[best],)
+            del pair_rank[i]
+            if i > 0:
+                pair_rank[i - 1] = rank_of.get((ids[i - 1], ids[i]), none)
+            if i < len(pair_rank):
+                pair_rank[i] = rank_of.get((ids[i], ids[i + 1]), none)
+            i = _index(pair_rank, best, i + 1)
+    return ids
 
 
 def _index(values: list, value, start: int) -> int:
