@@ -370,24 +370,16 @@ def bpe_pretoken(pretoken: str, byte_ids: list[int], rank_of: dict[tuple[int, in
     none = len(made)  # above every rank: "no merge"
     pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
     while pair_rank and (best := min(pair_rank)) != none:
-        i = pair_rank.index(best)
-        while i >= 0:
+        i = -1
+        while best in pair_rank:  # left to right: the two pairs a merge makes are never this pair
+            i = pair_rank.index(best, i + 1)
             ids[i : i + 2] = (made[best],)
             del pair_rank[i]
             if i > 0:
                 pair_rank[i - 1] = rank_of.get((ids[i - 1], ids[i]), none)
             if i < len(pair_rank):
                 pair_rank[i] = rank_of.get((ids[i], ids[i + 1]), none)
-            i = _index(pair_rank, best, i + 1)
     return ids
-
-
-def _index(values: list, value, start: int) -> int:
-    """``values.index(value, start)``, or -1 where it is not there."""
-    try:
-        return values.index(value, start)
-    except ValueError:
-        return -1
 
 
 def _as_id(i) -> int:

@@ -264,3 +264,20 @@ def test_encode_speed_measures_a_copy(small, stories):
     cold, warm = encode_speed(small, stories[:100_000], repeats=2)
     assert len(small._cache) == 0  # measured on a copy
     assert cold > 0 and warm > 0
+
+
+def test_a_dropped_tokenizer_is_freed_at_once(small, stories):
+    """No reference cycle (the pre-token cache holds BPE's tables, not the tokenizer): a benchmark
+    that builds tokenizer after tokenizer must not keep them all until a full garbage collection."""
+    import gc
+    import weakref
+
+    tok = Tokenizer(small.vocab, small.merges, small.special_tokens)
+    tok.encode(stories[:20_000])
+    gone = weakref.ref(tok)
+    gc.disable()
+    try:
+        del tok
+        assert gone() is None
+    finally:
+        gc.enable()
