@@ -44,7 +44,9 @@ class Tokenizer:
     """Byte-level BPE tokenizer built from ``vocab`` (id -> bytes), ``merges`` and special tokens.
 
     Special tokens missing from ``vocab`` are appended with new ids. Every merge must name two
-    tokens of the vocabulary whose concatenation is also in it, else ``ValueError``.
+    tokens of the vocabulary whose concatenation is also in it, else ``ValueError``. Two settings
+    steer how :meth:`encode` meets pre-tokens it has not seen: ``inline_bpe`` (new pre-tokens a
+    piece may run BPE on one by one) and ``lookahead`` (characters batched when there are more).
     """
 
     def __init__(
@@ -69,7 +71,7 @@ class Tokenizer:
             for part in (a, b, a + b):
                 if part not in ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): {part!r} is not in the vocabulary; vocab and merges disagree")
-            self._rank_of[(ids[a], ids[b])] = rank  # a pair listed twice: the later rank, as before
+            self._rank_of[(ids[a], ids[b])] = rank  # a pair listed twice keeps its later rank
         self._made = [ids[a + b] for a, b in self.merges]  # rank -> id of the token it makes
         self.special_tokens: list[str] = check_special_tokens(special_tokens)
         self.special_ids: dict[str, int] = {}
@@ -121,7 +123,7 @@ class Tokenizer:
 
     # -- encoding -----------------------------------------------------------------------------
     def _bpe(self, pretoken: str) -> list[int]:
-        """Apply the merges to one pre-token: :func:`bpe_pretoken` with this vocabulary's tables."""
+        """Apply the merges to one pre-token: ``bpe_pretoken`` with this vocabulary's tables."""
         return bpe_pretoken(pretoken, self._byte_ids, self._rank_of, self._made)
 
     def _learn(self, pretokens: Iterable[str]) -> None:
@@ -148,7 +150,7 @@ class Tokenizer:
 
         Each piece between special tokens is pre-tokenized and its pre-tokens' ids read from the
         cache, a loop that stays in C (``map``, ``chain``). The cache fills in a pre-token it lacks
-        (:class:`_PretokenCache`): at once if it spells a whole token, by BPE on the spot for the
+        (``_PretokenCache``): at once if it spells a whole token, by BPE on the spot for the
         first ``inline_bpe`` others of a piece. A piece with more new pre-tokens than that stops:
         the next ``lookahead`` characters are pre-tokenized too, every new pre-token among them
         goes through BPE together (:func:`~lmcore.tokenizer.batch.bpe_many`), and the piece is
@@ -316,7 +318,7 @@ class _PretokenCache(dict):
     own lookup) while such misses are few.
 
     A missing pre-token that spells a whole token (``Tokenizer.whole_token_ids``) is filled in at
-    once; another runs ``Tokenizer._bpe`` while ``budget`` lasts (``encode`` sets it per piece),
+    once; another runs BPE (``bpe_pretoken``) while ``budget`` lasts (``encode`` sets it per piece),
     else raises ``KeyError``, which sends ``encode`` to the batched BPE. Past ``size`` entries it
     starts afresh, so memory stays bounded.
     """
