@@ -394,8 +394,9 @@ def _as_id(i) -> int:
 def encode_speed(tokenizer: Tokenizer, text: str, repeats: int = 3) -> tuple[float, float]:
     """MB/s of ``tokenizer.encode(text)``, ``(cold, warm)``, the best of ``repeats`` each.
 
-    Cold: a copy of the tokenizer with an empty pre-token cache, so every distinct pre-token
-    goes through BPE once; warm: the same copy again, every pre-token a cache hit.
+    Cold: a copy of the tokenizer with an empty pre-token cache, so every distinct pre-token is
+    worked out once (a whole token looked up, any other through BPE); warm: the same copy again,
+    every pre-token a cache hit.
     """
     mb = len(text.encode("utf-8")) / 1e6
     cold = warm = float("inf")
