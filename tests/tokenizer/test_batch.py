@@ -228,7 +228,7 @@ def test_pretokenize_equals_the_unicode_pattern(inserts):
 
 
 def test_the_fast_pattern_reads_every_non_ascii_symbol_alike():
-    """Every non-ASCII character that is not a letter, number or space (all ~140,000 of them)
+    """Every non-ASCII code point that is not a letter, number or space (about 950,000 with the unassigned)
     goes to the ASCII pattern, and it cuts them exactly as GPT-2's Unicode pattern does."""
     from lmcore.tokenizer.pretokenize import _MISREAD, pretokenize
 
