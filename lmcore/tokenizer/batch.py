@@ -28,14 +28,14 @@ class PairRanks:
         self.none = len(made)  # the rank of "no merge": above every real rank
         pairs = np.fromiter(chain.from_iterable(rank_of), dtype=np.int64, count=2 * len(rank_of)).reshape(-1, 2)
         rank = np.fromiter(rank_of.values(), dtype=np.int64, count=len(rank_of))
-        rank_new = np.stack([rank, np.asarray(made, dtype=np.int64)[rank]], axis=1)
+        made = np.asarray(made, dtype=np.int64)
+        rank_new = np.stack([rank, made[rank]], axis=1)  # per pair: its rank, the id it makes
         keys = pairs[:, 0] * self.n + pairs[:, 1]
         order = np.argsort(keys)
         # a key that matches nothing lands past the end: the sentinel -1 never equals a key
         self.keys = np.append(keys[order], -1)
         self.rank = np.append(rank_new[order, 0], self.none)
-        self.merged = np.zeros(self.none + 1, dtype=np.int64)
-        self.merged[rank_new[:, 0]] = rank_new[:, 1]  # rank -> id of the merged token
+        self.merged = np.append(made, 0)  # rank -> id of the merged token (none: a placeholder)
         self.byte_ids = np.array(byte_ids, dtype=np.int64)
         # the first step looks up pairs of raw bytes: a 256 x 256 table answers those directly
         self.byte_pair_rank = self.lookup(self.byte_ids[:, None], self.byte_ids[None, :])
