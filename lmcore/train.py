@@ -279,6 +279,13 @@ def _distributed() -> tuple[int, int]:
     """(rank, world size); starts the process group when run under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        # DDP imports torch.distributed.nn, whose functions take ``group=group.WORLD`` as a default
+        # argument. Imported after the group exists, they hold it for good: destroy_process_group
+        # then cannot free it, gloo's threads outlive it, and one of them may still be dropping a
+        # tensor while the interpreter shuts down ("terminate called without an active exception",
+        # an abort). Imported first, the default is None.
+        import torch.distributed.nn  # noqa: F401
+
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
