@@ -281,9 +281,9 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         # DDP imports torch.distributed.nn, whose functions take ``group=group.WORLD`` as a default
         # argument. Imported after the group exists, they hold it for good: destroy_process_group
-        # then cannot free it, gloo's threads outlive it, and one of them may still be dropping a
-        # tensor while the interpreter shuts down ("terminate called without an active exception",
-        # an abort). Imported first, the default is None.
+        # then cannot free it, and gloo's threads live on into interpreter shutdown, where a CI run
+        # aborted ("terminate called without an active exception"). Imported first, the default is
+        # None and destroy_process_group frees the group.
         import torch.distributed.nn  # noqa: F401
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
