@@ -14,7 +14,8 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.tokenfile`: token id files on disk, with the JSON that describes them.
 - :mod:`lmcore.dataset`: training data as memory-mapped ids, and batches of windows.
 - :mod:`lmcore.checkpoint`: checkpoints written atomically and loaded safely.
-- :mod:`lmcore.train`: ``TrainConfig``, the training loop, sweeps.
+- :mod:`lmcore.train`: ``TrainConfig`` and the training loop.
+- :mod:`lmcore.experiments`: chapter 7's plan of runs, sweeps, and their results file.
 - :mod:`lmcore.generate`: sampling with temperature, top-p and a key/value cache.
 - :mod:`lmcore.plotting`: loss curves.
 - :mod:`lmcore.stepview`: step-through views that work in the published page, no kernel needed.
@@ -47,8 +48,8 @@ _EXPORTS = {
     "clip_grad_norm": "optim",
 }
 _MODULES = [
-    "accounting", "checkpoint", "data", "dataset", "device", "generate", "interop", "model", "nn", "optim", "plotting",
-    "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
+    "accounting", "checkpoint", "data", "dataset", "device", "experiments", "generate", "interop", "model", "nn", "optim",
+    "plotting", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
         data,
         dataset,
         device,
+        experiments,
         generate,
         interop,
         model,

@@ -55,7 +55,7 @@ from .optim import AdamW, clip_grad_norm, cosine_lr
 
 __all__ = [
     "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "load_config", "with_overrides", "train", "evaluate",
-    "sweep", "summarize", "best_run", "describe", "main",
+    "main",
 ]
 
 
@@ -543,70 +543,6 @@ def train(config: TrainConfig) -> list[dict]:
                 raise TrainingInterrupted(message, signum, run.completed)
         run.checkpoint()
     return run.history
-
-
-def sweep(
-    base: TrainConfig, variants: dict[str, dict[str, Any]], out_root: str | os.PathLike | None = None
-) -> dict[str, list[dict]]:
-    """Train ``base`` once per variant (``{"label": {"lr": 1e-2, "model.norm": "post"}}``).
-
-    Returns each run's log records. A run that diverges keeps its records up to the failure and
-    ends with a record whose ``train_loss`` is ``inf`` and ``diverged`` is True, so plots show
-    where it broke and the sweep goes on.
-    """
-    results = {}
-    for label, overrides in variants.items():
-        slug = "".join(ch if ch.isalnum() else "-" for ch in label)
-        config = with_overrides(base, overrides)
-        config = dataclasses.replace(config, out_dir=str(Path(out_root or base.out_dir) / slug))
-        try:
-            results[label] = train(config)
-        except TrainingDiverged as err:
-            step = (err.history[-1]["step"] + 1) if err.history else 1
-            results[label] = [*err.history, {"step": step, "train_loss": math.inf, "diverged": True}]
-    return results
-
-
-def summarize(results: dict[str, list[dict]], vocab_size: int) -> dict[str, dict[str, Any]]:
-    """What a sweep's runs did, as facts that hold on any machine.
-
-    For each run: ``final`` validation loss (``None`` when the run stopped on a non-finite loss),
-    ``peak`` training loss over its logged steps, and ``blew_up``: the loss climbed more than a
-    nat above ``ln(vocab_size)``, what guessing uniformly costs, so the run destroyed what it had
-    learned (it may creep back as the schedule lowers the rate) or stopped on NaN. A run past that
-    point is chaotic: its exact numbers change with the CPU's kernels, the fact that it blew up does not.
-    """
-    uniform = math.log(vocab_size)
-    out = {}
-    for label, history in results.items():
-        losses = [r["train_loss"] for r in history]
-        nan = bool(history) and history[-1].get("diverged", False)
-        peak = max(losses) if losses else math.inf
-        final = None if nan else next((r["valid_loss"] for r in reversed(history) if "valid_loss" in r), None)
-        out[label] = {"final": final, "peak": peak, "blew_up": nan or peak > uniform + 1}
-    return out
-
-
-def best_run(summary: dict[str, dict[str, Any]]) -> str:
-    """The label of the run with the lowest final validation loss among those that did not blow up."""
-    return min((s["final"], label) for label, s in summary.items() if not s["blew_up"])[1]
-
-
-def describe(final: float | None, blew_up: bool, lr: float, best_lr: float, best_final: float) -> str:
-    """A run's final loss as text that is the same on any CPU.
-
-    Below the best rate runs are calm: two decimals. At or above it they are chaotic: another
-    CPU's kernels change their second decimal, and more above the best. So those say only where
-    they stand against the best run (``best_final`` at ``best_lr``): the best itself, within 0.2 nat
-    of it (``"≈ best"``), more than 0.2 behind, or blew up. The cells that use it assert their claims.
-    """
-    if blew_up or final is None:
-        return "blew up"
-    if lr < best_lr:
-        return f"{final:.2f}"
-    if lr == best_lr and final == best_final:
-        return "best"
-    return "≈ best" if abs(final - best_final) <= 0.2 else ("> best + 0.2" if final > best_final else "< best - 0.2")
 
 
 def main(argv: list[str] | None = None) -> int:
