@@ -1,4 +1,6 @@
-"""The built book in a real headless Chromium: every page loads its figures, links resolve, no cell errors.
+"""The built book in a real headless Chromium: every page loads its figures, links resolve, no cell errors,
+its math is typeset by the MathJax served with the book (no raw TeX left, nothing fetched from another host),
+and no code cell is wider than the column.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); without them the
 test is skipped with the reason. The book is ``_build/html`` when that build is newer than every
@@ -92,10 +94,13 @@ def driver(tmp_path_factory):
     for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1280,2000",
+                 # Offline, as a reader without a network: no host name resolves except the loopback server's.
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
         options.add_argument(flag)
     d = webdriver.Chrome(options=options, service=Service(chromedriver))
     d.set_page_load_timeout(60)
+    d.set_script_timeout(60)
     yield d
     d.quit()
 
@@ -104,6 +109,47 @@ _FIGURES_JS = """
 const imgs = Array.from(document.querySelectorAll('main img, article img, .bd-article img'));
 return imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, !!i.closest('.cell_output, .output')]);
 """
+
+
+#: Resolves once MathJax has typeset the page (false when MathJax never started within 15 s).
+_MATHJAX_DONE_JS = """
+const done = arguments[arguments.length - 1], start = Date.now();
+(function wait() {
+  const ready = window.MathJax && MathJax.startup && MathJax.startup.promise;
+  if (ready) ready.then(() => done(true), () => done(false));
+  else if (Date.now() - start > 15000) done(false);
+  else setTimeout(wait, 100);
+})();
+"""
+
+#: Sphinx's math spans/divs, how many hold typeset math, and MathJax's error boxes (an unknown macro).
+_MATH_JS = """
+const math = Array.from(document.querySelectorAll('span.math, div.math'));
+return [math.length, math.filter(m => m.querySelector('mjx-container, .katex')).length,
+        document.querySelectorAll('mjx-container').length, document.querySelectorAll('mjx-merror').length];
+"""
+
+#: Everything the page loaded or asked for: scripts, style sheets, fonts, images.
+_RESOURCES_JS = """
+return [...performance.getEntriesByType('resource').map(e => e.name),
+        ...Array.from(document.querySelectorAll('script[src], link[rel~=stylesheet][href], img[src], iframe[src]'))
+             .map(e => e.src || e.href)];
+"""
+
+#: Code cells (input and printed output) whose text is wider than the column, so it sits behind a scroll bar.
+_WIDE_CELLS_JS = """
+return Array.from(document.querySelectorAll('div.cell_input pre, div.cell_output pre'))
+  .filter(e => e.scrollWidth > e.clientWidth + 1)
+  .map(e => e.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), '').slice(0, 80));
+"""
+
+RAW_TEX = ["\\(", "\\)", "\\[", "\\]", "$$"]
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _math_in_source(book: Path, page: str) -> int:
+    """How many formulas the built page holds, as Sphinx wrote them (before any script typesets them)."""
+    return (book / f"{page}.html").read_text(encoding="utf-8").count('class="math notranslate nohighlight"')
 
 
 def _status(url: str) -> int:
@@ -115,11 +161,28 @@ def _status(url: str) -> int:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_in_chromium(page, server, driver):
+def test_page_in_chromium(page, book, server, driver):
     url = urllib.parse.urljoin(server, page + ".html")
     assert _status(url) == 200, f"{page}.html is not in the built book"
     driver.get(url)
     driver.execute_script("return document.readyState")
+    formulas = _math_in_source(book, page)
+    typeset = driver.execute_async_script(_MATHJAX_DONE_JS) if formulas else None
+
+    visible = driver.execute_script("return document.body.innerText")
+    raw = {d: visible[max(0, i - 30):i + 30] for d in RAW_TEX if (i := visible.find(d)) >= 0}
+    assert not raw, f"{page}: raw TeX shows in the page (math not typeset): {raw}"
+    outside = sorted({u for u in driver.execute_script(_RESOURCES_JS)
+                      if urllib.parse.urlsplit(u).scheme in ("http", "https")
+                      and urllib.parse.urlsplit(u).hostname not in LOOPBACK})
+    assert not outside, f"{page}: loads resources from another host, which an offline reader lacks: {outside}"
+    spans, rendered, containers, merrors = driver.execute_script(_MATH_JS)
+    assert spans == formulas, f"{page}: {formulas} formulas in the HTML, {spans} math elements in the page"
+    if formulas:
+        assert typeset and rendered == formulas, f"{page}: {rendered} of {formulas} formulas typeset by MathJax"
+        assert merrors == 0, f"{page}: {merrors} formulas MathJax could not parse (mjx-merror)"
+    wide = driver.execute_script(_WIDE_CELLS_JS)
+    assert not wide, f"{page}: code cells wider than the column (a horizontal scroll bar): {wide}"
     images = driver.execute_script(_FIGURES_JS)
     broken = [src for src, complete, width, _ in images if not (complete and width > 0)]
     assert not broken, f"{page}: images that did not load: {broken}"
@@ -140,8 +203,22 @@ def test_page_in_chromium(page, server, driver):
     SHOTS.mkdir(parents=True, exist_ok=True)
     name = page.replace("/", "_")
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    if formulas:  # the first display formula (else the first inline one), typeset, with the text around it
+        first = driver.execute_script("const m = document.querySelector('div.math') || document.querySelector('span.math');"
+                                      "m.scrollIntoView({block: 'center'}); return m;")
+        driver.save_screenshot(str(SHOTS / f"{name}-math.png"))
+        assert first.find_elements("css selector", "mjx-container")
+    cells = driver.execute_script("return document.querySelectorAll('div.cell_input').length")
+    if cells:  # the code cell with the longest source line: it must wrap inside the column
+        cell = driver.execute_script(
+            "const cells = Array.from(document.querySelectorAll('div.cell_input'));"
+            "const longest = c => Math.max(...c.textContent.split('\\n').map(l => l.length));"
+            "const c = cells.reduce((a, b) => (longest(b) > longest(a) ? b : a));"
+            "c.scrollIntoView({block: 'center'}); return c;")
+        cell.screenshot(str(SHOTS / f"{name}-widest-cell.png"))
     with open(SHOTS / "figures.txt", "a") as f:
-        f.write(f"{page}\t{figures} figures\t{len(internal)} internal links\n")
+        f.write(f"{page}\t{figures} figures\t{len(internal)} internal links\t{formulas} formulas, "
+                f"{containers} typeset (mjx-container)\n")
 
 
 _GLUE_FAILED_JS = "return Array.from(document.querySelectorAll('.pasted-text, .pasted-inline')).map(e => e.textContent)"
