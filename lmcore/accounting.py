@@ -29,6 +29,7 @@ __all__ = [
     "training_flops_per_token",
     "adamw_step_flops",
     "activation_elements",
+    "BYTES_PER_VALUE",
     "memory_bytes",
     "largest_batch",
     "training_seconds",
@@ -187,23 +188,37 @@ def activation_elements(config: ModelConfig, batch_size: int = 1, seq_len: int |
     return per
 
 
-def memory_bytes(config: ModelConfig, batch_size: int = 1, bytes_per_value: int = 4) -> dict[str, int]:
-    """Peak training memory with AdamW, by part: parameters, gradients, AdamW state (2 copies) and activations."""
+#: Bytes per value of each part of training memory. ``fp32``: everything in float32. ``mixed``, the
+#: usual mixed-precision recipe: bf16 copies of the weights and bf16 gradients for the products,
+#: float32 master weights that AdamW updates, float32 moments, bf16 activations. ``bf16``: every
+#: tensor in bf16, no master weights (smaller, but small updates round away: chapter 4, exercise 1).
+BYTES_PER_VALUE: dict[str, dict[str, int]] = {
+    "fp32": {"parameters": 4, "gradients": 4, "master weights": 0, "AdamW state": 2 * 4, "activations": 4},
+    "mixed": {"parameters": 2, "gradients": 2, "master weights": 4, "AdamW state": 2 * 4, "activations": 2},
+    "bf16": {"parameters": 2, "gradients": 2, "master weights": 0, "AdamW state": 2 * 2, "activations": 2},
+}
+
+
+def memory_bytes(config: ModelConfig, batch_size: int = 1, precision: str = "fp32") -> dict[str, int]:
+    """Peak training memory with AdamW, by part, in ``precision`` (a key of :data:`BYTES_PER_VALUE`).
+
+    Parameters, gradients, master weights and AdamW's two moments cost bytes per parameter, fixed;
+    activations cost bytes per :func:`activation_elements` element, so they grow with the batch.
+    """
+    if precision not in BYTES_PER_VALUE:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(BYTES_PER_VALUE)}")
     n = parameter_counts(config)["total"]
-    parts = {
-        "parameters": n * bytes_per_value,
-        "gradients": n * bytes_per_value,
-        "AdamW state": 2 * n * bytes_per_value,
-        "activations": activation_elements(config, batch_size)["total"] * bytes_per_value,
-    }
+    width = BYTES_PER_VALUE[precision]
+    parts = {part: n * size for part, size in width.items() if part != "activations"}
+    parts["activations"] = activation_elements(config, batch_size)["total"] * width["activations"]
     parts["total"] = sum(parts.values())
     return parts
 
 
-def largest_batch(config: ModelConfig, budget_bytes: float, bytes_per_value: int = 4) -> int:
+def largest_batch(config: ModelConfig, budget_bytes: float, precision: str = "fp32") -> int:
     """The largest batch whose :func:`memory_bytes` fits ``budget_bytes`` (memory is ``a * batch + b``)."""
-    b = memory_bytes(config, 0, bytes_per_value)["total"]
-    a = memory_bytes(config, 1, bytes_per_value)["total"] - b
+    b = memory_bytes(config, 0, precision)["total"]
+    a = memory_bytes(config, 1, precision)["total"] - b
     if budget_bytes < b + a:
         return 0
     return int((budget_bytes - b) // a)

@@ -125,9 +125,9 @@ def adamw_by_hand(
     """AdamW on one number in plain Python floats, step by step, to follow by hand.
 
     ``grad(theta)`` is the gradient at ``theta``. One record per step: ``t``, ``g``, the moments
-    ``m`` and ``v``, their bias-corrected ``m_hat`` and ``v_hat``, the ``update`` subtracted after
-    weight decay, and ``theta`` after the step: the arithmetic of :class:`AdamW` (the tests hold
-    the two equal).
+    ``m`` and ``v``, their bias-corrected ``m_hat`` and ``v_hat``, the two changes added to theta,
+    ``decay = -lr * weight_decay * theta`` and ``adam = -lr * m_hat / (sqrt(v_hat) + eps)``, and
+    ``theta`` after the step: the arithmetic of :class:`AdamW` (the tests hold the two equal).
     """
     b1, b2 = betas
     m = v = 0.0
@@ -137,9 +137,11 @@ def adamw_by_hand(
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
-        update = lr * m_hat / (math.sqrt(v_hat) + eps)
-        theta = theta * (1 - lr * weight_decay) - update
-        rows.append({"t": t, "g": g, "m": m, "v": v, "m_hat": m_hat, "v_hat": v_hat, "update": update, "theta": theta})
+        decay = -lr * weight_decay * theta
+        adam = -lr * m_hat / (math.sqrt(v_hat) + eps)
+        theta = theta + decay + adam
+        rows.append({"t": t, "g": g, "m": m, "v": v, "m_hat": m_hat, "v_hat": v_hat,
+                     "decay": decay, "adam": adam, "theta": theta})
     return rows
 
 

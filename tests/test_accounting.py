@@ -81,6 +81,21 @@ def test_largest_batch_fits_and_next_does_not():
     assert acc.memory_bytes(config, b)["total"] <= budget < acc.memory_bytes(config, b + 1)["total"]
 
 
+def test_memory_by_precision():
+    """Mixed precision halves the activations but not the fixed part: bf16 weights and gradients
+    (2 + 2 bytes) plus float32 master weights (4) and moments (8) are 16 bytes a parameter, as in fp32."""
+    xl = acc.GPT2_CONFIGS["XL"]
+    n = acc.parameter_counts(xl)["total"]
+    fp32, mixed, bf16 = (acc.memory_bytes(xl, 1, p) for p in ("fp32", "mixed", "bf16"))
+    assert fp32["total"] - fp32["activations"] == mixed["total"] - mixed["activations"] == 16 * n
+    assert bf16["total"] - bf16["activations"] == 8 * n
+    assert 2 * mixed["activations"] == fp32["activations"] == 2 * bf16["activations"]
+    assert mixed["master weights"] == 4 * n and fp32["master weights"] == 0
+    assert acc.largest_batch(xl, 80e9) < acc.largest_batch(xl, 80e9, "mixed") < acc.largest_batch(xl, 80e9, "bf16")
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        acc.memory_bytes(xl, 1, "fp8")
+
+
 def test_gpt2_xl_parameters_and_time():
     xl = acc.GPT2_CONFIGS["XL"]
     n = acc.parameter_counts(xl)["total"]

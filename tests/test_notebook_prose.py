@@ -47,6 +47,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "16": CHOICE + ": the TinyStories configuration's heads",
         "12": CHOICE + ": the positions shown in the heat map",
         "17M": NAME + ": the configuration as papers and the handout quote it",
+        "64": CHOICE + ": the keys each query is scored against in the 1/sqrt(d_k) measurement",
+        "1024": CHOICE + ": the widest d_k of that measurement",
     },
     "04_accounting": {
         "50,257": CITED + ": GPT-2's vocabulary size",
@@ -64,6 +66,10 @@ ALLOWED: dict[str, dict[str, str]] = {
         "40%": CHOICE + ": the MFU of exercise 2",
         "256": CHOICE + ": the context of exercise 3",
         "16x": DEFINITION + ": 16,384 / 1,024",
+        "0.2": DEFINITION + ": half of bf16's relative spacing, 2**-9, in percent",
+        "0.4%": DEFINITION + ": half of bf16's relative spacing, 2**-8",
+        "1.0": CHOICE + ": the weight of exercise 1",
+        "0.001": CHOICE + ": the update of exercise 1",
     },
     "05_optimizer": {
         "100": CHOICE + ": steps of the comparison run",
@@ -73,6 +79,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "0.1": CHOICE + ": the learning rate of the AdamW example",
         "0.01": CHOICE + ": the weight decay of the AdamW example",
         "10,000": CHOICE + ": the vocabulary size of the TinyStories models",
+        "257": CHOICE + ": the bytes of the story the clipping example reads (256 inputs and the last target)",
     },
     "06_training": {
         "17M": NAME + ": the handout's TinyStories configuration",

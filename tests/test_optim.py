@@ -128,5 +128,7 @@ def test_adamw_by_hand_equals_the_optimizer_and_torch():
             assert p.grad.item() == pytest.approx(row["g"], rel=1e-12)
             opt.step()
             assert p.item() == pytest.approx(row["theta"], rel=1e-12)
-    # the first step: m_hat = g and v_hat = g^2, so the update is lr * sign(g), whatever the gradient's size
-    assert rows[0]["m_hat"] == pytest.approx(rows[0]["g"]) and rows[0]["update"] == pytest.approx(-0.1, rel=1e-6)
+    # the first step: m_hat = g and v_hat = g^2, so Adam adds -lr * sign(g) (g < 0 here: +0.1), whatever the size of g
+    assert rows[0]["m_hat"] == pytest.approx(rows[0]["g"]) and rows[0]["adam"] == pytest.approx(0.1, rel=1e-6)
+    assert rows[0]["decay"] == pytest.approx(-0.001)  # -lr * weight_decay * theta
+    assert rows[0]["theta"] == pytest.approx(1.0 + rows[0]["decay"] + rows[0]["adam"])
