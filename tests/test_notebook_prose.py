@@ -79,6 +79,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "0.1": CHOICE + ": the learning rate of the AdamW example",
         "0.01": CHOICE + ": the weight decay of the AdamW example",
         "10,000": CHOICE + ": the vocabulary size of the TinyStories models",
+        "1,000": CHOICE + ": the factor the gradient is scaled by, to show Adam's first step does not depend on it",
         "257": CHOICE + ": the bytes of the story the clipping example reads (256 inputs and the last target)",
     },
     "06_training": {
