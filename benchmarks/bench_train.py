@@ -17,7 +17,10 @@ round runs each contender in turn, the order rotating), median of ``--rounds`` r
 Shapes: ``ch6`` is chapter 6's model (vocab 10,000, context 128, d 128, 4 layers, 4 heads,
 d_ff 384, batch 16); ``17m`` the full-scale TinyStories model (vocab 10,000, context 256,
 d 512, 4 layers, 16 heads, d_ff 1,344; batch 8 on a CPU). Prints tokens/s and each ratio to
-lmcore. ``--profile`` prints the top operations of lmcore's step (self CPU time).
+lmcore, and lmcore's model FLOP/s (tokens/s times ``training_flops_per_token``) against this CPU's
+float32 matmul rate measured in the same run (``lmcore.device.matmul_flops_per_second``): the
+share of a step's time that runs as products at full speed. ``--profile`` prints the top
+operations of lmcore's step (self CPU time).
 
 This replaces ``bench_model.py``, which timed forward + loss + backward only: the optimizer,
 clipping and per-step Python work are part of what a training run pays.
@@ -37,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmcore.accounting import training_flops_per_token
 from lmcore.dataset import get_batch
+from lmcore.device import matmul_flops_per_second
 from lmcore.model import ModelConfig
 from lmcore.tokenfile import save_tokens
 from lmcore.train import TrainConfig, _Run
@@ -172,6 +177,10 @@ def main() -> None:
             for name, v in rate.items():
                 print(f"| {name} | {v:,.0f} | {ours / v:.2f} |")
             print(f"\nlmcore / best baseline: **{ours / best:.2f}x**\n")
+            model_flops = ours * training_flops_per_token(run.config.model)
+            matmul = matmul_flops_per_second("cpu")  # measured here, between the rounds' timings
+            print(f"lmcore's model FLOP/s: {model_flops / 1e9:.1f} G = **{model_flops / matmul:.0%}** of this CPU's "
+                  f"float32 matmul rate, measured now ({matmul / 1e9:.0f} GFLOP/s on 1,024 x 1,024 products)\n")
             if args.profile:
                 profile(run)
             assert math.isfinite(ours)

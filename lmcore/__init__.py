@@ -37,6 +37,7 @@ _EXPORTS = {
     "fetch": "data",
     "pick_device": "device",
     "set_determinism": "device",
+    "matmul_flops_per_second": "device",
     "Tokenizer": "tokenizer",
     "load_gpt2": "tokenizer",
     "train_bpe": "tokenizer",
@@ -88,7 +89,7 @@ if TYPE_CHECKING:
         unicode,
     )
     from .data import DataError, fetch  # noqa: F401
-    from .device import pick_device, set_determinism  # noqa: F401
+    from .device import matmul_flops_per_second, pick_device, set_determinism  # noqa: F401
     from .model import ModelConfig, TransformerLM  # noqa: F401
     from .nn import cross_entropy  # noqa: F401
     from .optim import AdamW, clip_grad_norm, cosine_lr  # noqa: F401

@@ -49,17 +49,18 @@ GPT2_CONFIGS: dict[str, ModelConfig] = {
 }
 
 #: Dense peak FLOP/s (no sparsity) by accelerator and dtype, from NVIDIA's datasheets; fp32 is
-#: without tensor cores. Keys are matched against ``torch.cuda.get_device_name()`` in this order,
-#: so the more specific names come first ("H100 PCIe" before "H100", "L40S" before "L4"). A card
-#: without bf16 tensor cores (T4) has no bf16 entry: MFU is not defined for it there.
+#: without tensor cores, and fp16 tensor cores run at the bf16 rate where a card has both. Keys are
+#: matched against ``torch.cuda.get_device_name()`` in this order, so the more specific names come
+#: first ("H100 PCIe" before "H100", "L40S" before "L4"). A card without bf16 tensor cores (T4) has
+#: no bf16 entry: MFU is not defined for it there (it trains in fp16).
 PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H100 PCIE": {"fp32": 51e12, "bf16": 756e12},
-    "H100 NVL": {"fp32": 60e12, "bf16": 835e12},
-    "H200": {"fp32": 67e12, "bf16": 989e12},
-    "H100": {"fp32": 67e12, "bf16": 989e12},  # SXM
-    "A100": {"fp32": 19.5e12, "bf16": 312e12},
-    "L40S": {"fp32": 91.6e12, "bf16": 362e12},
-    "L4": {"fp32": 30.3e12, "bf16": 121e12},
+    "H100 PCIE": {"fp32": 51e12, "bf16": 756e12, "fp16": 756e12},
+    "H100 NVL": {"fp32": 60e12, "bf16": 835e12, "fp16": 835e12},
+    "H200": {"fp32": 67e12, "bf16": 989e12, "fp16": 989e12},
+    "H100": {"fp32": 67e12, "bf16": 989e12, "fp16": 989e12},  # SXM
+    "A100": {"fp32": 19.5e12, "bf16": 312e12, "fp16": 312e12},
+    "L40S": {"fp32": 91.6e12, "bf16": 362e12, "fp16": 362e12},
+    "L4": {"fp32": 30.3e12, "bf16": 121e12, "fp16": 121e12},
     "T4": {"fp32": 8.1e12, "fp16": 65e12},
 }
 
