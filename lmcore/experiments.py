@@ -38,7 +38,7 @@ from typing import Any
 from .train import TrainConfig, TrainingDiverged, train, with_overrides
 
 __all__ = [
-    "Group", "plan", "rate", "run_config", "run_group", "run_plan", "stored_config", "load", "finals", "best_k",
+    "Group", "plan", "rate", "run_config", "run_once", "run_group", "run_plan", "stored_config", "load", "finals", "best_k",
     "bracketed", "sweep", "summarize", "best_run", "main",
 ]
 
@@ -209,6 +209,14 @@ def bracketed(table: dict[int, dict[int, float | None]], k: int) -> bool:
     return (k - 1) in table and (k + 1) in table
 
 
+def run_once(the_plan: dict[str, Any], group: str, k: int, seed: int, data: dict[str, str], work: Path,
+             device: str = "cpu") -> dict[str, Any]:
+    """Train one run of the plan (``group`` at peak rate ``rate(k)``, ``seed``) in ``work``; return its record."""
+    config = run_config(the_plan, group, k, seed, data, str(Path(work) / f"{group}-{k}-{seed}".replace(" ", "_")), device)
+    t = time.perf_counter()
+    return _record(group, k, config, _train_logged(config), time.perf_counter() - t)
+
+
 def run_group(the_plan: dict[str, Any], group: str, centre: int, data: dict[str, str], work: Path, device: str,
               runs: list[dict], log=print) -> None:
     """Run ``group`` into ``runs``: start rates (seed 0), extend until the best is bracketed, then more seeds.
@@ -222,9 +230,7 @@ def run_group(the_plan: dict[str, Any], group: str, centre: int, data: dict[str,
     def run(k: int, seed: int) -> None:
         if seed in finals(runs, group).get(k, {}):
             return
-        config = run_config(the_plan, group, k, seed, data, str(work / f"{group}-{k}-{seed}".replace(" ", "_")), device)
-        t = time.perf_counter()
-        runs.append(_record(group, k, config, _train_logged(config), time.perf_counter() - t))
+        runs.append(run_once(the_plan, group, k, seed, data, work, device))
         r = runs[-1]
         log(f"{group:>12}  lr {r['lr']:<8.2g} seed {seed}: "
             f"{'blew up' if r['blew_up'] else format(r['final'], '.3f')}  ({r['seconds']:.0f} s)")

@@ -1,7 +1,6 @@
 """The training loop: learning, logs, exact resume, divergence, bad input, and DDP on CPU."""
 
 import json
-import math
 import os
 import random
 import signal
@@ -114,16 +113,6 @@ def test_shipped_configs_load():
         assert cfg.batch_size * cfg.max_steps * cfg.model.context_length > 0, path
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "tinystories-17m.yaml")
     assert cfg.batch_size * cfg.max_steps * cfg.model.context_length == 327_680_000
-
-
-def test_sweep_runs_variants_and_records_divergence(data):
-    from lmcore.train import sweep
-
-    results = sweep(config(data, max_steps=6, eval_every=3), {"base": {}, "post": {"model.norm": "post"}, "huge": {"lr": 1e6}})
-    assert [r["step"] for r in results["base"]] == list(range(1, 7))
-    assert results["post"][-1]["train_loss"] != results["base"][-1]["train_loss"]
-    assert results["huge"][-1]["diverged"] and results["huge"][-1]["train_loss"] == float("inf")
-    assert (data / "run" / "post" / "log.jsonl").exists()
 
 
 # -- nothing lost, nothing silently wrong (issue 12) -------------------------------------------------
@@ -388,35 +377,3 @@ def test_ddp_with_compile_equals_one_process(data):
     a = [json.loads(x) for x in (data / "one" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (data / "two" / "log.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], abs=1e-5)
-
-
-def test_summarize_tells_blown_up_runs_from_slow_ones():
-    from lmcore.train import summarize
-
-    runs = {
-        "slow": [{"step": 10, "train_loss": 7.5}, {"step": 20, "train_loss": 6.0, "valid_loss": 6.1}],
-        "spiked": [{"step": 10, "train_loss": 30.0}, {"step": 20, "train_loss": 5.5, "valid_loss": 5.6}],
-        "nan": [{"step": 10, "train_loss": 7.0}, {"step": 11, "train_loss": math.inf, "diverged": True}],
-    }
-    got = summarize(runs, vocab_size=2000)  # ln 2000 = 7.6
-    assert got["slow"] == {"final": 6.1, "peak": 7.5, "blew_up": False}
-    assert got["spiked"]["blew_up"] and got["spiked"]["final"] == 5.6
-    assert got["nan"]["blew_up"] and got["nan"]["final"] is None
-
-
-def test_describe_prints_only_what_holds_on_any_cpu():
-    from lmcore.train import describe
-
-    assert describe(4.1234, False, lr=0.009, best_lr=0.027, best_final=4.10) == "4.12"  # calm: two decimals
-    assert describe(4.10, False, lr=0.027, best_lr=0.027, best_final=4.10) == "best"
-    assert describe(4.1634, False, lr=0.027, best_lr=0.027, best_final=4.10) == "≈ best"
-    assert describe(3.99, False, lr=0.027, best_lr=0.027, best_final=4.10) == "≈ best"
-    assert describe(4.41, False, lr=0.081, best_lr=0.027, best_final=4.10) == "> best + 0.2"
-    assert describe(None, True, lr=1.0, best_lr=0.027, best_final=4.10) == "blew up"
-
-
-def test_best_run_skips_runs_that_blew_up():
-    from lmcore.train import best_run
-
-    summary = {"a": {"final": 4.2, "blew_up": False}, "b": {"final": 3.9, "blew_up": True}, "c": {"final": 4.1, "blew_up": False}}
-    assert best_run(summary) == "c"
