@@ -20,8 +20,10 @@ Nothing is lost and nothing is silently wrong:
 - A non-finite loss stops the run with :class:`TrainingDiverged`; a checkpoint is written only
   when its weights are finite and give a finite loss, so the one kept always resumes.
 
-On a GPU it uses bf16 autocast and, if asked, ``torch.compile``. Under ``torchrun`` each process
-takes its slice of every global batch, so the losses equal one process's with the same global batch.
+On a GPU it computes in mixed precision (``precision="auto"``: bf16 autocast on cards with bf16
+tensor cores, fp16 autocast with a gradient scaler on older ones) and, if asked, ``torch.compile``.
+Under ``torchrun`` each process takes its slice of every global batch, so the losses equal one
+process's with the same global batch.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ from .nn import cross_entropy
 from .optim import AdamW, clip_grad_norm, cosine_lr
 
 __all__ = [
-    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "load_config", "with_overrides", "train", "evaluate",
-    "main",
+    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "PRECISIONS", "autocast_dtype", "load_config", "with_overrides",
+    "train", "evaluate", "main",
 ]
 
 
@@ -77,6 +79,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, signum: int, step: int) -> None:
         super().__init__(message)
         self.signum, self.step = signum, step
+
+
+#: The ``precision`` settings: "auto" chooses by device (:func:`autocast_dtype`).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass
@@ -108,7 +114,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
-    bf16: str = "auto"  # "auto": autocast to bf16 on CUDA; "on" or "off" to force
+    precision: str = "auto"  # "auto" (bf16 or fp16 by card on CUDA, fp32 elsewhere), "bf16", "fp16" or "fp32"
     resume: bool = False  # continue the run in out_dir from its checkpoint
     overwrite: bool = False  # start afresh in an out_dir that holds an earlier run, deleting it
     progress: bool = True
@@ -123,8 +129,8 @@ class TrainConfig:
             )
         if self.max_steps < 1 or self.eval_every < 1 or self.log_every < 1:
             raise ValueError("max_steps, eval_every and log_every must be positive")
-        if self.bf16 not in ("auto", "on", "off"):
-            raise ValueError(f"bf16 must be auto, on or off, got {self.bf16!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other; choose one")
 
@@ -206,6 +212,8 @@ def _apply(data: dict, key: str, value: Any) -> None:
     fields = _field_types(TrainConfig)
     model_fields = _field_types(ModelConfig)
     head, _, rest = key.partition(".")
+    if head == "bf16":
+        raise ValueError("config key 'bf16' is now 'precision': auto, bf16 (was on), fp16 or fp32 (was off)")
     if head not in fields:
         raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(fields))}")
     if rest:
@@ -260,8 +268,11 @@ def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfi
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, tokens, config: TrainConfig, device: torch.device, autocast: bool) -> float:
-    """Mean loss on ``eval_batches`` fixed batches of validation windows (the same ones every call)."""
+def evaluate(
+    model: torch.nn.Module, tokens, config: TrainConfig, device: torch.device, amp: torch.dtype | None = None
+) -> float:
+    """Mean loss on ``eval_batches`` fixed batches of validation windows (the same ones every call),
+    computed under autocast to ``amp`` (bf16 or fp16) when given."""
     model.eval()
     gen = torch.Generator().manual_seed(config.seed + 1)
     losses = []
@@ -269,7 +280,7 @@ def evaluate(model: torch.nn.Module, tokens, config: TrainConfig, device: torch.
     for _ in range(config.eval_batches):
         starts = torch.randint(0, len(tokens) - config.model.context_length, (per,), generator=gen)
         x, y = batch_from_starts(tokens, starts, config.model.context_length, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with _autocast(device, amp):
             losses.append(cross_entropy(model(x), y, fused=config.model.kernels == "fused", reuse_logits=True).item())
     model.train()
     return sum(losses) / len(losses)
@@ -290,10 +301,23 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _has_bf16_tensor_cores(device: torch.device) -> bool:
-    """bf16 autocast pays on CUDA cards of compute capability 8.0 and up (A100, L4, H100, ...);
-    older ones (T4, V100) only emulate bf16, slower than fp32."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+def autocast_dtype(precision: str, device_type: str, capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """The dtype ``precision`` computes the products in on a device, or None for float32 throughout.
+
+    "auto" is bf16 on CUDA cards with bf16 tensor cores (compute capability 8.0 and up: A100, L4,
+    H100), fp16 on older CUDA cards (T4, V100: fp16 tensor cores, bf16 only emulated) and float32
+    elsewhere (CPU, Apple MPS). ``capability`` is the CUDA card's, read from the device if not given.
+    """
+    if precision == "auto":
+        if device_type != "cuda":
+            return None
+        return torch.bfloat16 if (capability or torch.cuda.get_device_capability()) >= (8, 0) else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    """Autocast to ``amp`` on ``device``, or nothing when ``amp`` is None."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
 
 
 class _Objective(torch.nn.Module):
@@ -359,7 +383,11 @@ class _Run:
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
             torch.cuda.set_device(self.device)
-        self.autocast = c.bf16 == "on" or (c.bf16 == "auto" and _has_bf16_tensor_cores(self.device))
+        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
+        self.amp = autocast_dtype(c.precision, self.device.type, capability)
+        # fp16's range is narrow: the loss is scaled up so small gradients do not flush to zero, and a
+        # step whose gradients overflow is skipped and the scale lowered (bf16 has float32's range)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         if self.device.type == "cuda":  # fp32 matrix products on tensor cores (TF32), as PyTorch advises for training
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -372,7 +400,8 @@ class _Run:
         self.peak = None
         if self.device.type == "cuda":
             try:
-                self.peak = peak_flops(torch.cuda.get_device_name(self.device), "bf16" if self.autocast else "fp32")
+                dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32")
+                self.peak = peak_flops(torch.cuda.get_device_name(self.device), dtype)
             except ValueError:
                 pass
         self.fused = m.kernels == "fused"  # the fast path: fused loss and AdamW as well
@@ -395,6 +424,8 @@ class _Run:
             self.gen.set_state(state["extra"]["batch_rng"])
             self.history = state["extra"]["history"]
             self.tokens_seen = state["extra"]["tokens_seen"]
+            if "grad_scaler" in state["extra"]:
+                self.scaler.load_state_dict(state["extra"]["grad_scaler"])
             if self.rank == 0:  # the log restarts from what the checkpoint knew
                 self.log_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
         else:
@@ -438,9 +469,9 @@ class _Run:
             sync = i == c.grad_accum_steps - 1 or self.world == 1
             ctx = self.net.no_sync() if (self.world > 1 and not sync) else nullcontext()
             with ctx:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                with _autocast(self.device, self.amp):
                     loss = self.objective(x, y) / c.grad_accum_steps
-                loss.backward()  # outside autocast: gradients take the dtype of their parameters
+                self.scaler.scale(loss).backward()  # outside autocast: gradients take their parameters' dtype
             loss_sum += loss.detach()
         self.last_batch = (x, y)
         if self.world > 1:
@@ -450,8 +481,10 @@ class _Run:
         if not math.isfinite(train_loss):
             kept = f"The last good checkpoint is {self.ckpt} (step {self.saved})." if self.saved else "No checkpoint was written."
             raise TrainingDiverged(f"loss is {train_loss} at step {step + 1} (lr {lr:.3g}); stopped. {kept}", self.history)
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         grad_norm = clip_grad_norm(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when an fp16 gradient overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.completed = step + 1
         self.tokens_seen += c.batch_size * c.model.context_length
@@ -471,7 +504,7 @@ class _Run:
             if seconds > 0 and record["tokens"] > last["tokens"]:
                 record["mfu"] = round((record["tokens"] - last["tokens"]) * self.flops_per_token / seconds / self.peak, 4)
         if self.valid_tokens is not None and (done % c.eval_every == 0 or final):
-            record["valid_loss"] = evaluate(self.model, self.valid_tokens, c, self.device, self.autocast)
+            record["valid_loss"] = evaluate(self.model, self.valid_tokens, c, self.device, self.amp)
             if self.peak is not None:
                 record["train_end_s"] = round(time.perf_counter() - self.t0, 3)
         self.history.append(record)
@@ -492,7 +525,7 @@ class _Run:
         if self.last_batch is None:
             return True
         x, y = self.last_batch
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with _autocast(self.device, self.amp):
             return math.isfinite(cross_entropy(self.model(x), y, fused=self.fused, reuse_logits=True).item())
 
     def checkpoint(self) -> None:
@@ -506,7 +539,7 @@ class _Run:
                 f"are not finite or give a non-finite loss; not saved, {kept}", self.history)
         if self.rank == 0:
             extra = {"train_config": json.loads(json.dumps(self.config.to_dict())), "batch_rng": self.gen.get_state(),
-                     "history": self.history, "tokens_seen": self.tokens_seen}
+                     "history": self.history, "tokens_seen": self.tokens_seen, "grad_scaler": self.scaler.state_dict()}
             save_checkpoint(self.ckpt, self.model, self.optimizer, self.completed, model_config=self.config.model.to_dict(),
                             extra=extra)
         self.saved = self.completed

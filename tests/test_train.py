@@ -16,7 +16,7 @@ import torch
 from lmcore import train as train_mod
 from lmcore.checkpoint import CheckpointError, load_checkpoint
 from lmcore.nn import default_d_ff
-from lmcore.train import TrainingDiverged, TrainingInterrupted, load_config, train
+from lmcore.train import TrainingDiverged, TrainingInterrupted, autocast_dtype, load_config, train
 
 MODEL = {"vocab_size": 64, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 
@@ -309,7 +309,7 @@ def test_gpu_path_compiled_bf16_resume_and_no_graph_breaks(data):
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    over = dict(max_steps=6, bf16="on", eval_every=3, checkpoint_every=3)
+    over = dict(max_steps=6, precision="bf16", eval_every=3, checkpoint_every=3)
     compiled = train(config(data, out_dir=str(data / "compiled"), compile=True, **over))
     assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
     eager = train(config(data, out_dir=str(data / "eager"), **over))
@@ -377,3 +377,70 @@ def test_ddp_with_compile_equals_one_process(data):
     a = [json.loads(x) for x in (data / "one" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (data / "two" / "log.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], abs=1e-5)
+
+
+# -- precision by card: bf16, or fp16 with a gradient scaler, or fp32 (issue 25) --------------------------
+
+
+@pytest.mark.parametrize("precision, device, capability, expected", [
+    ("auto", "cpu", None, None), ("auto", "mps", None, None),
+    ("auto", "cuda", (7, 5), torch.float16), ("auto", "cuda", (7, 0), torch.float16),   # T4, V100
+    ("auto", "cuda", (8, 0), torch.bfloat16), ("auto", "cuda", (8, 9), torch.bfloat16),  # A100, L4
+    ("auto", "cuda", (9, 0), torch.bfloat16),                                             # H100
+    ("fp16", "cpu", None, torch.float16), ("bf16", "cpu", None, torch.bfloat16), ("fp32", "cuda", (9, 0), None),
+])
+def test_precision_by_card(precision, device, capability, expected):
+    assert autocast_dtype(precision, device, capability) is expected
+
+
+def test_old_bf16_key_names_the_new_one():
+    with pytest.raises(ValueError, match="'bf16' is now 'precision'"):
+        load_config(None, ["bf16=on"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_config(None, ["precision=fp8"])
+
+
+def test_fp16_with_a_gradient_scaler_trains_and_resumes_exactly(data, monkeypatch):
+    """A scaler that starts too high skips its first steps, halving the scale each time; an fp16
+    run interrupted after them resumes with that scale (from the checkpoint) to the same losses."""
+    real = train_mod._Run.__init__
+
+    def high_scale(self, cfg):
+        real(self, cfg)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24, enabled=self.scaler.is_enabled())
+
+    monkeypatch.setattr(train_mod._Run, "__init__", high_scale)
+    over = dict(max_steps=24, precision="fp16", eval_every=6, log_every=1)
+    full = train(config(data, out_dir=str(data / "full"), **over))
+    assert full[-1]["train_loss"] < 0.8 * full[0]["train_loss"]
+    saved = load_checkpoint(data / "full" / "checkpoint.pt")["extra"]["grad_scaler"]
+    assert saved["scale"] < 2.0**24  # overflowing steps were skipped and the scale lowered
+    fp32 = train(config(data, out_dir=str(data / "fp32"), **{**over, "precision": "fp32"}))
+    assert [r["train_loss"] for r in full] != [r["train_loss"] for r in fp32]  # fp16 really computed in fp16
+    with monkeypatch.context() as m:  # a Ctrl-C after step 10: checkpoint there, stop
+        m.setattr(train_mod._Run, "stop_requested", lambda self, signals: signal.SIGINT if self.completed == 10 else None)
+        with pytest.raises(TrainingInterrupted):
+            train(config(data, out_dir=str(data / "cut"), **over))
+    assert load_checkpoint(data / "cut" / "checkpoint.pt")["extra"]["grad_scaler"]["scale"] < 2.0**24
+    resumed = train(config(data, out_dir=str(data / "cut"), resume=True, **over))
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in full]
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_the_scale_lowered(data, monkeypatch):
+    real = train_mod._Run.__init__
+
+    def huge_scale(self, cfg):
+        real(self, cfg)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)  # loss x 2**60 overflows fp16 gradients
+
+    monkeypatch.setattr(train_mod._Run, "__init__", huge_scale)
+    run = train_mod._Run(config(data, precision="fp16"))
+    run.resume_or_start()
+    before = [p.detach().clone() for p in run.model.parameters()]
+    run.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, run.model.parameters()))  # skipped: nothing moved
+    assert run.scaler.get_scale() == 2.0**59  # halved
+    for _ in range(60):  # it keeps halving until the gradients fit, then the weights move
+        run.step()
+    assert run.scaler.get_scale() < 2.0**20
+    assert not all(torch.equal(a, p) for a, p in zip(before, run.model.parameters()))
