@@ -102,14 +102,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "1.45": CITED + ": the handout's target validation loss",
     },
     "07_experiments": {
-        "2,000": CHOICE + ": the vocabulary size",
-        "64": CHOICE + ": the context length and the largest batch",
-        "2.2": CHOICE + ": the largest rate of the grid, 3e-3 * 3**6",
         "16": CHOICE + ": the base batch size",
         "17M": NAME + ": the handout's TinyStories configuration",
-        "0.1": BOUND,
-        "0.15": BOUND,
-        "3x": CHOICE + ": one step of the grid",
     },
 }
 
