@@ -1,6 +1,6 @@
 """Chapter 7's experiments: one plan, run once by a command into a results file, read by the chapter.
 
-    python -m lmcore.experiments run --out results/ch7/experiments.json        # the committed run (2 CPU cores: ~20 min)
+    python -m lmcore.experiments run --out lmcore/results/ch7-experiments.json  # the committed run (2 CPU cores: ~20 min)
     python -m lmcore.experiments run --scale live --out /tmp/live.json          # the chapter's small version
 
 :func:`plan` is the only place the experiments are defined: the base config at each scale, the
@@ -38,7 +38,7 @@ from typing import Any
 from .train import TrainConfig, TrainingDiverged, train, with_overrides
 
 __all__ = [
-    "Group", "plan", "rate", "run_config", "stored_config", "config_matches", "run_once", "run_group", "run_plan", "load",
+    "Group", "plan", "rate", "run_config", "stored_config", "run_once", "run_group", "run_plan", "load",
     "finals", "best_k", "bracketed", "sweep", "summarize", "best_run", "main",
 ]
 
@@ -119,19 +119,6 @@ def stored_config(config: TrainConfig) -> dict[str, Any]:
     """What a run is, without where it ran: the config as JSON, less paths, device and progress flags."""
     data = json.loads(json.dumps(config.to_dict()))
     return {key: value for key, value in data.items() if key not in _PLACE}
-
-
-def config_matches(stored: dict[str, Any], built: dict[str, Any]) -> bool:
-    """Whether a stored run's config is the one ``built`` now (both from :func:`stored_config`).
-
-    Every field both know must be equal, the model's too; a field that TrainConfig or ModelConfig
-    gained, lost or renamed since the run (``bf16`` became ``precision``) is not compared, so a
-    results file outlives a rename, but not a change in any value the plan sets.
-    """
-    common = stored.keys() & built.keys()
-    model = stored["model"].keys() & built["model"].keys()
-    return (all(stored[k] == built[k] for k in common - {"model"})
-            and all(stored["model"][k] == built["model"][k] for k in model))
 
 
 # -- running ---------------------------------------------------------------------------------------------------
@@ -314,8 +301,12 @@ def run_plan(scale: str = "committed", device: str = "cpu", threads: int | None 
 _BF16_AS_PRECISION = {"auto": "auto", "on": "bf16", "off": "fp32"}
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
-    """A results file written by ``python -m lmcore.experiments run``.
+#: the committed run, shipped inside the package so that the chapter finds it wherever lmcore is installed
+COMMITTED = Path(__file__).resolve().parent / "results" / "ch7-experiments.json"
+
+
+def load(path: str | os.PathLike = COMMITTED) -> dict[str, Any]:
+    """A results file written by ``python -m lmcore.experiments run`` (by default the committed run).
 
     Runs recorded before ``TrainConfig.bf16`` became ``precision`` have their setting read as the
     precision it meant (``auto`` stays ``auto``), so their configs compare with today's.
@@ -354,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     run = sub.add_parser("run", help="run every group of the plan into a JSON results file")
     run.add_argument("--scale", choices=sorted(SCALES), default="committed")
-    run.add_argument("--out", required=True, help="the JSON file to write, e.g. results/ch7/experiments.json")
+    run.add_argument("--out", required=True, help="the JSON file to write, e.g. lmcore/results/ch7-experiments.json")
     run.add_argument("--device", default="cpu")
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads; 1 (the committed run's) is fastest on a CPU that other jobs share")

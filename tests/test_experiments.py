@@ -1,7 +1,7 @@
 """Chapter 7's experiments: the plan, the adaptive grid, sweeps, summaries, and the committed results file."""
 
+import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ import pytest
 from lmcore import experiments as ex
 from lmcore.train import TrainConfig
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "ch7" / "experiments.json"
+RESULTS = ex.COMMITTED
 MODEL = {"vocab_size": 64, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 DATA = {"train": "train.uint16", "valid": "valid.uint16"}
 
@@ -36,8 +36,7 @@ def test_committed_configs_are_the_ones_the_plan_builds():
     assert {r["group"] for r in results["runs"]} == set(the_plan["groups"])
     for r in results["runs"]:
         built = ex.stored_config(ex.run_config(the_plan, r["group"], r["k"], r["seed"], DATA, "runs/x"))
-        assert ex.config_matches(r["config"], built), (r["group"], r["k"], r["seed"])
-        assert set(the_plan["base"]) | {"lr", "min_lr", "seed"} <= set(r["config"]) & set(built)  # what the plan sets is compared
+        assert built == r["config"], (r["group"], r["k"], r["seed"])  # every field, the model's too
         assert r["lr"] == ex.rate(r["k"])
         assert r["log"][-1]["step"] == r["config"]["max_steps"] or r["blew_up"]  # ran to the end, or stopped on NaN
     assert {"lmcore_commit", "machine", "date", "minutes", "command"} <= set(results)
@@ -78,12 +77,13 @@ def test_batch_sizes_see_equal_tokens_and_validation_windows():
     assert ex.plan("live")["base"]["model"]["d_model"] < the_plan["base"]["model"]["d_model"]
 
 
-def test_config_matches_ignores_renamed_fields_but_not_changed_values():
+def test_load_reads_the_old_bf16_setting_as_its_precision(tmp_path):
     built = ex.stored_config(ex.run_config(ex.plan("live"), "baseline", 0, 0, DATA, "x"))
-    old = {**{k: v for k, v in built.items() if k != "seed"}, "old_name": "auto"}  # a field since renamed
-    assert ex.config_matches(old, built)
-    assert not ex.config_matches({**built, "lr": built["lr"] * 3}, built)
-    assert not ex.config_matches({**built, "model": {**built["model"], "norm": "post"}}, built)
+    for old, new in (("auto", "auto"), ("on", "bf16"), ("off", "fp32")):
+        stored = {**{k: v for k, v in built.items() if k != "precision"}, "bf16": old}
+        (tmp_path / "r.json").write_text(json.dumps({"runs": [{"config": stored}]}))
+        assert ex.load(tmp_path / "r.json")["runs"][0]["config"] == {**built, "precision": new}
+    assert '"bf16": "auto"' in ex.COMMITTED.read_text()  # the committed run predates the rename
 
 
 def test_stored_config_leaves_out_where_a_run_ran():
