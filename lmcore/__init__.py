@@ -38,6 +38,7 @@ _EXPORTS = {
     "pick_device": "device",
     "set_determinism": "device",
     "matmul_flops_per_second": "device",
+    "check_device": "device",
     "Tokenizer": "tokenizer",
     "load_gpt2": "tokenizer",
     "train_bpe": "tokenizer",
@@ -89,7 +90,7 @@ if TYPE_CHECKING:
         unicode,
     )
     from .data import DataError, fetch  # noqa: F401
-    from .device import matmul_flops_per_second, pick_device, set_determinism  # noqa: F401
+    from .device import check_device, matmul_flops_per_second, pick_device, set_determinism  # noqa: F401
     from .model import ModelConfig, TransformerLM  # noqa: F401
     from .nn import cross_entropy  # noqa: F401
     from .optim import AdamW, clip_grad_norm, cosine_lr  # noqa: F401
