@@ -39,7 +39,7 @@ from .train import TrainConfig, TrainingDiverged, train, with_overrides
 
 __all__ = [
     "Group", "plan", "rate", "run_config", "stored_config", "run_once", "run_group", "run_plan", "load",
-    "finals", "best_k", "bracketed", "sweep", "summarize", "best_run", "main",
+    "finals", "best_k", "bracketed", "at", "best_of", "verdict", "sweep", "summarize", "best_run", "main",
 ]
 
 #: the runs' data and model scale. "committed": what the results file holds; "live": what the chapter re-runs on CPU
@@ -180,11 +180,16 @@ def _record(group: str, k: int, config: TrainConfig, history: list[dict], second
     """One run as the results file keeps it: what it was, what it ended at, and its log (4 decimals)."""
     fact = summarize({"run": history}, config.model.vocab_size)["run"]
     keep = ("step", "tokens", "lr", "train_loss", "valid_loss")
-    log = [{key: (round(r[key], 4) if isinstance(r[key], float) and math.isfinite(r[key]) else r[key])
-            for key in keep if key in r} for r in history]
-    log = [{key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in r.items()} for r in log]
+    log = [{key: _json_number(r[key]) for key in keep if key in r} for r in history]
     return {"group": group, "k": k, "lr": config.lr, "seed": config.seed, "final": fact["final"],
             "blew_up": fact["blew_up"], "seconds": round(seconds, 1), "config": stored_config(config), "log": log}
+
+
+def _json_number(v: Any) -> Any:
+    """A float rounded to 4 decimals, ``None`` for inf or NaN (which JSON cannot hold); anything else as it is."""
+    if isinstance(v, float):
+        return round(v, 4) if math.isfinite(v) else None
+    return v
 
 
 def finals(runs: list[dict], group: str) -> dict[int, dict[int, float | None]]:
@@ -207,6 +212,34 @@ def best_k(table: dict[int, dict[int, float | None]], seeds: list[int]) -> int |
 def bracketed(table: dict[int, dict[int, float | None]], k: int) -> bool:
     """Whether a lower and a higher rate than ``rate(k)`` were both tried (a higher one that blew up counts)."""
     return (k - 1) in table and (k + 1) in table
+
+
+def at(runs: list[dict], group: str, k: int, seeds: list[int]) -> dict[str, Any]:
+    """One rate of a group: its per-seed losses, mean and spread (None where a seed blew up or was not run)."""
+    row = finals(runs, group).get(k, {})
+    vals = [row.get(s) for s in seeds if s in row]
+    calm = vals and all(v is not None for v in vals)
+    return {"k": k, "lr": rate(k), "seeds": vals, "blew_up": not calm and bool(vals),
+            "mean": statistics.mean(vals) if calm else None,
+            "spread": max(vals) - min(vals) if calm and len(vals) == len(seeds) else None}
+
+
+def best_of(runs: list[dict], group: str, seeds: list[int]) -> dict[str, Any]:
+    """The group's best rate (lowest mean over every seed) as :func:`at` gives it; refused unless bracketed."""
+    table = finals(runs, group)
+    k = best_k({j: row for j, row in table.items() if len(row) == len(seeds)}, seeds)
+    if not bracketed(table, k):
+        raise ValueError(f"{group}: the best rate {rate(k):.2g} was not bracketed by a lower and a higher one")
+    return at(runs, group, k, seeds)
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """``a`` against ``b`` (both from :func:`at`): "better" or "worse" only when the gap in means
+    exceeds both seed spreads, else "level"; "blew up" when ``a`` did."""
+    if a["blew_up"] or b["blew_up"]:
+        return "blew up" if a["blew_up"] else "better"
+    gap, noise = a["mean"] - b["mean"], max(s for s in (a["spread"], b["spread"]) if s is not None)
+    return "level" if abs(gap) <= noise else ("better" if gap < 0 else "worse")
 
 
 def run_once(the_plan: dict[str, Any], group: str, k: int, seed: int, data: dict[str, str], work: Path,

@@ -3,7 +3,6 @@
 import json
 import math
 
-import numpy as np
 import pytest
 
 from lmcore import experiments as ex
@@ -12,18 +11,6 @@ from lmcore.train import TrainConfig
 RESULTS = ex.COMMITTED
 MODEL = {"vocab_size": 64, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 DATA = {"train": "train.uint16", "valid": "valid.uint16"}
-
-
-@pytest.fixture()
-def data(tmp_path):
-    """A learnable sequence: a repeating pattern with some noise."""
-    rng = np.random.default_rng(0)
-    ids = np.tile(np.arange(0, 60, 3), 400).astype(np.uint16)
-    noise = rng.random(ids.size) < 0.05
-    ids[noise] = rng.integers(0, 64, noise.sum())
-    ids[:6000].tofile(tmp_path / "train.uint16")
-    ids[6000:].tofile(tmp_path / "valid.uint16")
-    return tmp_path
 
 
 # -- the committed results file is what the plan builds ------------------------------------------------------------
@@ -167,3 +154,22 @@ def test_record_keeps_a_json_safe_log():
                                            {"step": 2, "train_loss": math.inf, "diverged": True}], 1.23)
     assert r["log"] == [{"step": 1, "train_loss": 7.1235}, {"step": 2, "train_loss": None}]
     assert r["blew_up"] and r["final"] is None and r["seconds"] == 1.2
+
+
+def test_verdict_counts_a_difference_only_beyond_the_seed_spread():
+    runs = [{"group": g, "k": 0, "seed": s, "final": v, "blew_up": v is None}
+            for g, vals in {"a": (4.00, 4.02), "b": (4.10, 4.11), "c": (4.01, 4.03), "d": (None, None)}.items()
+            for s, v in zip((0, 1), vals)]
+    a, b, c, d = (ex.at(runs, g, 0, [0, 1]) for g in "abcd")
+    assert a["mean"] == pytest.approx(4.01) and a["spread"] == pytest.approx(0.02) and d["blew_up"]
+    assert ex.verdict(a, b) == "better" and ex.verdict(b, a) == "worse" and ex.verdict(a, c) == "level"
+    assert ex.verdict(d, a) == "blew up" and ex.verdict(a, d) == "better"
+
+
+def test_best_of_refuses_a_best_at_the_end_of_its_grid():
+    runs = [{"group": "g", "k": k, "seed": s, "final": v, "blew_up": False}
+            for k, v in ((0, 4.2), (1, 4.0)) for s in (0, 1)]
+    with pytest.raises(ValueError, match="not bracketed"):
+        ex.best_of(runs, "g", [0, 1])
+    runs += [{"group": "g", "k": 2, "seed": s, "final": 4.1, "blew_up": False} for s in (0, 1)]
+    assert ex.best_of(runs, "g", [0, 1])["k"] == 1

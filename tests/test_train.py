@@ -21,18 +21,6 @@ from lmcore.train import TrainingDiverged, TrainingInterrupted, autocast_dtype, 
 MODEL = {"vocab_size": 64, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 
 
-@pytest.fixture()
-def data(tmp_path):
-    """A learnable sequence: a repeating pattern with some noise."""
-    rng = np.random.default_rng(0)
-    ids = np.tile(np.arange(0, 60, 3), 400).astype(np.uint16)
-    noise = rng.random(ids.size) < 0.05
-    ids[noise] = rng.integers(0, 64, noise.sum())
-    ids[:6000].tofile(tmp_path / "train.uint16")
-    ids[6000:].tofile(tmp_path / "valid.uint16")
-    return tmp_path
-
-
 def config(data, **over):
     base = dict(train_path=str(data / "train.uint16"), valid_path=str(data / "valid.uint16"), out_dir=str(data / "run"),
                 model=MODEL, batch_size=8, max_steps=12, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_every=6, eval_batches=2,
