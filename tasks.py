@@ -3,6 +3,9 @@
 
     python3 tasks.py book   # build the HTML book into _build/html, every notebook executed
     python3 tasks.py test   # unit tests + strict nbval over every notebook, twice (default and AVX2 kernels)
+    python3 tasks.py version X.Y.Z               # set lmcore's version everywhere it is written (see VERSIONED)
+    python3 tasks.py torch-range [VERSION ...]   # the unit tests on the lowest torch requirements.txt allows
+                                                 # and the newest on the registry (throwaway venvs, GBs of wheels)
 
 Both create ``.venv`` (once, and again when a requirements file changes), install the pinned
 requirements and ``lmcore`` into it, and fetch the data the notebooks read into the data cache
@@ -13,9 +16,12 @@ jupyter-book.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -66,9 +72,105 @@ def test(args: list[str]) -> None:
     run(PY, "-m", "pytest", "notebooks", *NBVAL, "-q", *args, env={**os.environ, **AVX2})
 
 
+def lowest_torch() -> str:
+    """The lowest torch ``requirements.txt`` allows (its ``torch>=X`` line)."""
+    found = re.search(r"^torch>=([\d.]+)", (ROOT / "requirements.txt").read_text(), re.M)
+    if not found:
+        sys.exit("requirements.txt has no torch>=X line")
+    return found.group(1)
+
+
+def newest_torch(pip_env: dict[str, str]) -> str:
+    """The newest torch release on the package registry (``pip index versions torch``)."""
+    out = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "torch"], env=pip_env,
+                         capture_output=True, text=True, check=True).stdout
+    return re.search(r"^torch \(([^)]+)\)", out, re.M).group(1)
+
+
+#: tests that check the notebooks or the built book, not lmcore on a torch: left to ``test``
+NOT_TORCH_RANGE = ["tests/test_book_browser.py", "tests/test_notebook_claims.py", "tests/test_notebook_prose.py"]
+
+
+def torch_range(args: list[str]) -> None:
+    """The unit tests on each torch version in a throwaway venv, with every other package at its pin.
+
+    pip's own config is ignored (``PIP_CONFIG_FILE`` set to the null device) so that a machine-wide
+    cap on torch does not pick the version instead of us. Prints one line a version and writes them
+    to ``benchmarks/results/torch-range.json``.
+    """
+    pip_env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    versions = args or [lowest_torch(), newest_torch(pip_env)]
+    pins = [line for f in ("requirements.txt", "requirements-ci.txt") for line in (ROOT / f).read_text().splitlines()
+            if line.strip() and not line.startswith(("#", "-r", "torch"))]
+    results = {}
+    for version in versions:
+        with tempfile.TemporaryDirectory(prefix=f"torch-{version}-") as tmp:
+            env_dir = Path(tmp) / "venv"
+            venv.create(env_dir, with_pip=True)
+            py = env_dir / BIN.name / PY.name
+            reqs = Path(tmp) / "requirements.txt"
+            reqs.write_text("\n".join([f"torch=={version}", *pins]) + "\n")
+            print(f"+ torch {version}: installing into {env_dir}", flush=True)
+            install = subprocess.run([py, "-m", "pip", "install", "--quiet", "-r", reqs, "-e", ROOT], env=pip_env)
+            if install.returncode:
+                results[version] = "install failed"
+            else:
+                ignore = [f"--ignore={t}" for t in NOT_TORCH_RANGE]
+                done = subprocess.run([py, "-m", "pytest", "tests", "-q", "-x", "-p", "no:cacheprovider", *ignore],
+                                      cwd=ROOT)
+                results[version] = "passed" if done.returncode == 0 else f"failed (pytest exit {done.returncode})"
+        print(f"torch {version}: {results[version]}", flush=True)
+    out = ROOT / "benchmarks" / "results" / "torch-range.json"
+    known = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**known, **results}, indent=1, sort_keys=True) + "\n")
+    if any(r != "passed" for r in results.values()):
+        sys.exit(1)
+
+
+#: where the book's version is written: ``lmcore.__version__`` (the setting), the tag the launch buttons open,
+#: the Colab link in the README, and each notebook's ``BOOK_VERSION`` (what its first cell installs) with the
+#: line that cell prints. (file pattern, regex whose group 1 is the version)
+VERSIONED = [
+    ("lmcore/__init__.py", r'^__version__ = "([^"]+)"'),
+    ("_config.yml", r"^  branch: v(\S+)"),
+    ("README.md", r"lmcore/blob/v([^/]+)/notebooks"),
+    ("README.md", r"tag `v([^`]+)`"),
+    ("notebooks/*.ipynb", r'BOOK_VERSION = \\"([^\\"]+)\\"'),
+    ("notebooks/*.ipynb", r'"lmcore ([^ ]+) \(this book\'s version\)'),
+]
+
+
+def versions_written() -> dict[str, set[str]]:
+    """Each file of :data:`VERSIONED` -> the versions written in it."""
+    found: dict[str, set[str]] = {}
+    for pattern, regex in VERSIONED:
+        for path in sorted(ROOT.glob(pattern)):
+            hits = re.findall(regex, path.read_text(encoding="utf-8"), re.M)
+            found.setdefault(str(path.relative_to(ROOT)), set()).update(hits or {"(none)"})
+    return found
+
+
+def set_version(args: list[str]) -> None:
+    """Write version ``args[0]`` in every place of :data:`VERSIONED`."""
+    if len(args) != 1 or not re.fullmatch(r"\d+\.\d+\.\d+\S*", args[0]):
+        sys.exit("usage: python3 tasks.py version X.Y.Z")
+    for pattern, regex in VERSIONED:
+        for path in sorted(ROOT.glob(pattern)):
+            text = path.read_text(encoding="utf-8")
+            new = re.sub(regex, lambda m: m.group(0).replace(m.group(1), args[0]), text, flags=re.M)
+            path.write_text(new, encoding="utf-8")
+    print(f"version {args[0]} written; tag the commit v{args[0]} and push the tag")
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("book", "test"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("book", "test", "torch-range", "version"):
         sys.exit(__doc__)
+    if sys.argv[1] == "version":
+        return set_version(sys.argv[2:])
+    if sys.argv[1] == "torch-range":  # its own venvs; the data comes from the cache as for ``test``
+        setup()
+        run(PY, "-m", "lmcore", "fetch", *DATA)
+        return torch_range(sys.argv[2:])
     setup()
     run(PY, "-m", "lmcore", "fetch", *DATA)
     {"book": book, "test": test}[sys.argv[1]](sys.argv[2:])

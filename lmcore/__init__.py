@@ -15,6 +15,7 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.dataset`: training data as memory-mapped ids, and batches of windows.
 - :mod:`lmcore.checkpoint`: checkpoints written atomically and loaded safely.
 - :mod:`lmcore.train`: ``TrainConfig`` and the training loop.
+- :mod:`lmcore.budget`: a run's length chosen to fit a time budget on the reader's device.
 - :mod:`lmcore.experiments`: chapter 7's plan of runs, sweeps, and their results file.
 - :mod:`lmcore.generate`: sampling with temperature, top-p and a key/value cache.
 - :mod:`lmcore.plotting`: loss curves.
@@ -50,8 +51,8 @@ _EXPORTS = {
     "clip_grad_norm": "optim",
 }
 _MODULES = [
-    "accounting", "checkpoint", "data", "dataset", "device", "experiments", "generate", "interop", "model", "nn", "optim",
-    "plotting", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
+    "accounting", "budget", "checkpoint", "data", "dataset", "device", "experiments", "generate", "interop", "model", "nn",
+    "optim", "plotting", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
@@ -71,6 +72,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from . import (  # noqa: F401
         accounting,
+        budget,
         checkpoint,
         data,
         dataset,

@@ -99,6 +99,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "256": CHOICE + ": the 17M configuration's context",
         "1,344": CHOICE + ": the 17M configuration's d_ff",
         "327,680,000": CITED + ": the handout's token budget",
+        "2,000": CHOICE + ": the GPU branch's most steps, which its 5-minute budget may shorten",
         "1.45": CITED + ": the handout's target validation loss",
     },
     "07_experiments": {

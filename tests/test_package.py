@@ -25,3 +25,39 @@ def test_every_module_is_in_the_lazy_table():
     assert found == set(lmcore._MODULES)
     for name in found:
         assert getattr(lmcore, name) is importlib.import_module(f"lmcore.{name}")
+
+
+def _tasks():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("tasks"), root
+    finally:
+        sys.path.remove(str(root))
+
+
+def test_the_book_installs_and_links_its_own_version():
+    """Every place that names lmcore's version (first cells, launch buttons, README) names lmcore.__version__."""
+    tasks, _ = _tasks()
+    written = tasks.versions_written()
+    assert len(written) >= 10  # lmcore, _config.yml, README and seven notebooks
+    assert {path: found for path, found in written.items() if found != {lmcore.__version__}} == {}
+
+
+def test_tasks_version_rewrites_every_place(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    tasks, root = _tasks()
+    for pattern, _ in tasks.VERSIONED:
+        for path in root.glob(pattern):
+            (tmp_path / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, tmp_path / path.relative_to(root))
+    monkeypatch.setattr(tasks, "ROOT", tmp_path)
+    tasks.set_version(["9.8.7"])
+    assert set().union(*tasks.versions_written().values()) == {"9.8.7"}
+    for nb in tmp_path.glob("notebooks/*.ipynb"):
+        cell = json.loads(nb.read_text())["cells"][1]
+        assert "lmcore 9.8.7 (this book's version)\n" in cell["outputs"][0]["text"]
