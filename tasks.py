@@ -117,8 +117,10 @@ def torch_range(args: list[str]) -> None:
             else:
                 ignore = [f"--ignore={t}" for t in NOT_TORCH_RANGE]
                 done = subprocess.run([py, "-m", "pytest", "tests", "-q", "-x", "-p", "no:cacheprovider", *ignore],
-                                      cwd=ROOT)
-                results[version] = "passed" if done.returncode == 0 else f"failed (pytest exit {done.returncode})"
+                                      cwd=ROOT, capture_output=True, text=True)
+                print(done.stdout[-4000:], done.stderr[-2000:], sep="\n", flush=True)
+                first = next((line for line in done.stdout.splitlines() if line.startswith("FAILED")), "")
+                results[version] = "passed" if done.returncode == 0 else f"failed: {first or f'pytest exit {done.returncode}'}"
         print(f"torch {version}: {results[version]}", flush=True)
     out = ROOT / "benchmarks" / "results" / "torch-range.json"
     known = json.loads(out.read_text()) if out.exists() else {}

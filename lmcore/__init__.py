@@ -28,9 +28,30 @@ Names are imported on first use, so ``import lmcore.tokenizer`` does not load Py
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+#: the oldest torch the unit tests pass on (``python3 tasks.py torch-range``): 2.3 lacks fused AdamW on
+#: the CPU, and on 2.4 the tests cannot compare with Hugging Face's Llama (transformers needs 2.6)
+MIN_TORCH = (2, 6)
+
+
+def _check_torch() -> None:
+    """Refuse, in one line, a torch older than :data:`MIN_TORCH` (read from its metadata: torch is not imported)."""
+    try:
+        found = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return  # the parts that need no torch (lmcore.tokenizer) still work; the rest fails on import torch
+    release = tuple(int(p) for p in found.split("+")[0].split(".")[:2] if p.isdigit())
+    if release < MIN_TORCH:
+        need = ".".join(map(str, MIN_TORCH))
+        raise ImportError(f"lmcore needs torch>={need}, the oldest release its tests pass on; this is torch {found}: "
+                          f"pip install 'torch>={need}'")
+
+
+_check_torch()
 
 #: public name -> module that defines it
 _EXPORTS = {

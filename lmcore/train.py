@@ -29,6 +29,7 @@ process's with the same global batch.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -597,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if dist.is_initialized():
+            if "torch._dynamo" in sys.modules:  # compiled graphs keep DDP, and with it the group, alive (torch 2.15):
+                torch._dynamo.reset()  # drop them, and collect the cycles that still hold the group, first
+                gc.collect()
             dist.destroy_process_group()
     last = history[-1] if history else {}
     if int(os.environ.get("RANK", "0")) == 0:

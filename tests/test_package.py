@@ -61,3 +61,27 @@ def test_tasks_version_rewrites_every_place(tmp_path, monkeypatch):
     for nb in tmp_path.glob("notebooks/*.ipynb"):
         cell = json.loads(nb.read_text())["cells"][1]
         assert "lmcore 9.8.7 (this book's version)\n" in cell["outputs"][0]["text"]
+
+
+def test_an_old_torch_is_refused_in_one_line_at_import():
+    code = ("import importlib.metadata as m; real = m.version\n"
+            "m.version = lambda name: '2.3.1' if name == 'torch' else real(name)\nimport lmcore")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1
+    assert last == ("ImportError: lmcore needs torch>=2.6, the oldest release its tests pass on; this is torch 2.3.1: "
+                    "pip install 'torch>=2.6'")
+    ok = subprocess.run([sys.executable, "-c", code.replace("2.3.1", "2.6.0+cu124")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_the_torch_lower_bound_is_the_same_everywhere():
+    """requirements.txt, pyproject.toml and the import-time check name the same lowest torch."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    need = ".".join(map(str, lmcore.MIN_TORCH))
+    assert re.search(r"^torch>=([\d.]+)", (root / "requirements.txt").read_text(), re.M).group(1) == need
+    assert f'"torch>={need}"' in (root / "pyproject.toml").read_text()
+    assert f"torch>={need}" in (root / "README.md").read_text()
