@@ -334,6 +334,7 @@ def test_mfu_is_logged_against_a_gpu_peak(data, monkeypatch):
 # main() returns none may remain, or they race the interpreter's shutdown (an abort, seen in CI).
 _MAIN_THEN_THREADS = """
 import glob, sys
+import torch
 import torch.distributed as dist
 from lmcore.train import main
 
@@ -343,7 +344,8 @@ def gloo_threads():
 destroy, seen = dist.destroy_process_group, []
 dist.destroy_process_group = lambda *a, **k: (seen.extend(gloo_threads()), destroy(*a, **k))[1]
 code = main(sys.argv[1:])
-assert seen, "no gloo thread seen while the group was alive: the check would prove nothing"
+# torch 2.13 and 2.15 name gloo's threads, 2.6 does not: where they are named, none may outlive the group
+assert seen or torch.__version__ < (2, 13), "no gloo thread seen while the group was alive: the check would prove nothing"
 assert not gloo_threads(), f"gloo threads outlive main(): {gloo_threads()}"
 sys.exit(code)
 """
