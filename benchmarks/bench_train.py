@@ -8,7 +8,7 @@ gradient norm to 1, AdamW update, zero the gradients), timed interleaved in one 
 round runs each contender in turn, the order rotating), median of ``--rounds`` rounds:
 
 - **lmcore**: the step of ``lmcore.train`` itself (``TransformerLM``, its loss and AdamW, as
-  ``train()`` runs them with the model's ``kernels`` setting, fused by default here);
+  ``train()`` runs them with ``TrainConfig.kernels``, fused by default here);
 - **HF Llama**: ``transformers.LlamaForCausalLM`` of the same shape (sdpa attention) with
   ``F.cross_entropy``, ``torch.nn.utils.clip_grad_norm_`` and ``torch.optim.AdamW(fused=True)``;
 - **nanoGPT**: a nanoGPT-style GPT (LayerNorm, GELU MLP of 4 d, learned positions, tied
@@ -107,11 +107,11 @@ def torch_step(model, tokens, batch: int, context: int, gen: torch.Generator, hf
 
 def contenders(shape: str, workdir: Path, kernels: str) -> dict:
     model_kwargs, batch = SHAPES[shape]
-    c = ModelConfig(**model_kwargs, kernels=kernels)
+    c = ModelConfig(**model_kwargs)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, c.vocab_size, 400_000)
     path = save_tokens(workdir / f"{shape}.uint16", ids, c.vocab_size)
-    config = TrainConfig(train_path=str(path), out_dir=str(workdir / f"run-{shape}-{kernels}"), model=c, batch_size=batch,
+    config = TrainConfig(train_path=str(path), out_dir=str(workdir / f"run-{shape}-{kernels}"), model=c, kernels=kernels, batch_size=batch,
                          max_steps=10**9, warmup_steps=10, device="cpu", progress=False, overwrite=True)
     torch.manual_seed(0)
     run = _Run(config)

@@ -6,15 +6,18 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.unicode`: what encodings cost, and how UTF-8 marks character lengths.
 - :mod:`lmcore.tokenizer`: byte-level BPE training and the tokenizer.
 - :mod:`lmcore.texts`: text that is not TinyStories, on every machine (docs, source, many scripts).
-- :mod:`lmcore.nn`: Linear, Embedding, RMSNorm, SwiGLU, RoPE, softmax, attention.
+- :mod:`lmcore.nn`: Linear, Embedding, RMSNorm, SwiGLU, RoPE, softmax, attention (the teaching code).
 - :mod:`lmcore.model`: ``ModelConfig`` and ``TransformerLM``.
+- :mod:`lmcore.kernels`: the model's fast layer, the same computations in fused kernels.
 - :mod:`lmcore.interop`: weights to and from Hugging Face's Llama.
 - :mod:`lmcore.accounting`: parameters, FLOPs, memory and time as formulas.
 - :mod:`lmcore.optim`: SGD toy, AdamW, cosine schedule, gradient clipping.
 - :mod:`lmcore.tokenfile`: token id files on disk, with the JSON that describes them.
 - :mod:`lmcore.dataset`: training data as memory-mapped ids, and batches of windows.
 - :mod:`lmcore.checkpoint`: checkpoints written atomically and loaded safely.
-- :mod:`lmcore.train`: ``TrainConfig`` and the training loop.
+- :mod:`lmcore.config`: ``TrainConfig``, read from YAML, JSON and ``key=value``.
+- :mod:`lmcore.safety`: stopping on a signal or a divergence without losing or corrupting a run.
+- :mod:`lmcore.train`: the plain training loop, and the robust run built on it.
 - :mod:`lmcore.budget`: a run's length chosen to fit a time budget on the reader's device.
 - :mod:`lmcore.experiments`: chapter 7's plan of runs, sweeps, and their results file.
 - :mod:`lmcore.generate`: sampling with temperature, top-p and a key/value cache.
@@ -67,13 +70,16 @@ _EXPORTS = {
     "ModelConfig": "model",
     "TransformerLM": "model",
     "cross_entropy": "nn",
+    "TrainConfig": "config",
+    "train_loop": "train",
+    "use_fused_kernels": "kernels",
     "AdamW": "optim",
     "cosine_lr": "optim",
     "clip_grad_norm": "optim",
 }
 _MODULES = [
-    "accounting", "budget", "checkpoint", "data", "dataset", "device", "experiments", "generate", "interop", "model", "nn",
-    "optim", "plotting", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
+    "accounting", "budget", "checkpoint", "config", "data", "dataset", "device", "experiments", "generate", "interop",
+    "kernels", "model", "nn", "optim", "plotting", "safety", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
@@ -95,16 +101,19 @@ if TYPE_CHECKING:
         accounting,
         budget,
         checkpoint,
+        config,
         data,
         dataset,
         device,
         experiments,
         generate,
         interop,
+        kernels,
         model,
         nn,
         optim,
         plotting,
+        safety,
         stepview,
         texts,
         tokenfile,
@@ -112,9 +121,12 @@ if TYPE_CHECKING:
         train,
         unicode,
     )
+    from .config import TrainConfig  # noqa: F401
     from .data import DataError, fetch  # noqa: F401
     from .device import check_device, matmul_flops_per_second, pick_device, set_determinism  # noqa: F401
+    from .kernels import use_fused_kernels  # noqa: F401
     from .model import ModelConfig, TransformerLM  # noqa: F401
     from .nn import cross_entropy  # noqa: F401
     from .optim import AdamW, clip_grad_norm, cosine_lr  # noqa: F401
     from .tokenizer import Tokenizer, load_gpt2, train_bpe  # noqa: F401
+    from .train import train_loop  # noqa: F401

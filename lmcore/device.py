@@ -6,7 +6,7 @@ the reader has one. :func:`check_device` trains a tiny model a few steps on an a
 the CPU and says, in one line, whether the two agree (some backends, Apple's MPS among them, have
 returned silently wrong numbers for some operations). :func:`matmul_flops_per_second` measures
 what the device's matrix products reach, the yardstick for a training step's FLOP/s where there is
-no datasheet peak (a CPU).
+no datasheet peak (a CPU). :func:`autocast_dtype` chooses the precision a device trains in.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,8 @@ from .model import ModelConfig, TransformerLM
 from .nn import cross_entropy
 from .optim import AdamW
 
-__all__ = ["pick_device", "set_determinism", "DeviceCheck", "check_device", "matmul_flops_per_second"]
+__all__ = ["pick_device", "set_determinism", "DeviceCheck", "check_device", "matmul_flops_per_second", "autocast_dtype",
+           "autocast"]
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -136,3 +138,22 @@ def matmul_flops_per_second(device: torch.device | str = "cpu", n: int = 1024, s
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return count * 2 * n**3 / elapsed
+
+
+def autocast_dtype(precision: str, device_type: str, capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """The dtype ``precision`` computes the products in on a device, or None for float32 throughout.
+
+    "auto" is bf16 on CUDA cards with bf16 tensor cores (compute capability 8.0 and up: A100, L4,
+    H100), fp16 on older CUDA cards (T4, V100: fp16 tensor cores, bf16 only emulated) and float32
+    elsewhere (CPU, Apple MPS). ``capability`` is the CUDA card's, read from the device if not given.
+    """
+    if precision == "auto":
+        if device_type != "cuda":
+            return None
+        return torch.bfloat16 if (capability or torch.cuda.get_device_capability()) >= (8, 0) else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """Autocast to ``amp`` on ``device``, or nothing when ``amp`` is None."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()

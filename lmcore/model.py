@@ -34,12 +34,6 @@ __all__ = ["ModelConfig", "TransformerBlock", "TransformerLM"]
 class ModelConfig:
     """The shape of a model, and the switches the ablations of chapter 7 flip.
 
-    ``kernels="math"`` (the default, for teaching) computes attention, SiLU and the training loss
-    step by step, as the book writes them; ``kernels="fused"`` (the fast path, what training
-    runs) calls PyTorch's fused kernels for all three (``scaled_dot_product_attention``,
-    ``F.silu``, and ``log_softmax`` in :func:`lmcore.nn.cross_entropy`'s fused path), with the
-    same results to float precision; the tests check both paths against each other.
-
     ``d_ff=None`` picks the usual size: about 8/3 ``d_model`` (a multiple of 64) for SwiGLU and
     4 ``d_model`` for the plain SiLU feed-forward, so both have about the same parameters.
     """
@@ -54,7 +48,6 @@ class ModelConfig:
     norm: Literal["pre", "post", "none"] = "pre"
     position: Literal["rope", "none"] = "rope"
     ffn: Literal["swiglu", "silu"] = "swiglu"
-    kernels: Literal["math", "fused"] = "math"
     norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -65,8 +58,7 @@ class ModelConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
         if self.position == "rope" and (self.d_model // self.num_heads) % 2:
             raise ValueError(f"RoPE needs an even head dimension, got d_model/num_heads = {self.d_model // self.num_heads}")
-        choices = {"norm": ("pre", "post", "none"), "position": ("rope", "none"), "ffn": ("swiglu", "silu"),
-                   "kernels": ("math", "fused")}
+        choices = {"norm": ("pre", "post", "none"), "position": ("rope", "none"), "ffn": ("swiglu", "silu")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -100,13 +92,12 @@ class TransformerBlock(nn.Module):
             return nn.Identity() if c.norm == "none" else RMSNorm(c.d_model, c.norm_eps, device, dtype)
 
         self.ln1 = make_norm()
-        fused = c.kernels == "fused"
-        self.attn = MultiHeadSelfAttention(c.d_model, c.num_heads, rope, fused, device, dtype)
+        self.attn = MultiHeadSelfAttention(c.d_model, c.num_heads, rope, device, dtype)
         self.ln2 = make_norm()
         if c.ffn == "swiglu":
-            self.ffn = SwiGLU(c.d_model, c.d_ff, device, dtype, fused)
+            self.ffn = SwiGLU(c.d_model, c.d_ff, device, dtype)
         else:
-            self.ffn = SiLUFeedForward(c.d_model, c.d_ff, device, dtype, fused)
+            self.ffn = SiLUFeedForward(c.d_model, c.d_ff, device, dtype)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
         """``(batch, seq, d_model) -> (batch, seq, d_model)``."""

@@ -1,10 +1,10 @@
 """The Transformer's building blocks, written from torch primitives.
 
 Each module holds its parameters and a ``reset_parameters`` that initialises them, the way
-PyTorch's own modules do; ``forward`` documents its shapes. None of them uses ``nn.Linear``,
-``nn.Embedding``, ``nn.RMSNorm`` or a fused attention kernel on the teaching path, so every
-operation is visible. ``scaled_dot_product_attention(..., fused=True)`` switches to PyTorch's
-fused kernel, tested to agree.
+PyTorch's own modules do; ``forward`` documents its shapes. This is the teaching core: none of
+it uses ``nn.Linear``, ``nn.Embedding``, ``nn.RMSNorm`` or a fused kernel, so every operation is
+visible, and none of it has a fast-path branch. The fast versions that training runs live in
+:mod:`lmcore.kernels`, each tested equal to the code here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -25,7 +24,7 @@ __all__ = [
     "RotaryPositionalEmbedding",
     "softmax",
     "cross_entropy",
-    "attention_probs",
+    "causal_mask",
     "scaled_dot_product_attention",
     "MultiHeadSelfAttention",
     "LayerCache",
@@ -100,13 +99,9 @@ class RMSNorm(nn.Module):
         return (x * inv_rms * self.weight.float()).to(dtype)
 
 
-def silu(x: Tensor, fused: bool = False) -> Tensor:
-    """``x * sigmoid(x)``: smooth, nearly ReLU for large ``|x|``, slightly negative below 0.
-
-    ``fused=True`` calls PyTorch's one-kernel SiLU (the same numbers, a third of the passes over
-    memory forward and backward), for the fast path.
-    """
-    return F.silu(x) if fused else x * torch.sigmoid(x)
+def silu(x: Tensor) -> Tensor:
+    """``x * sigmoid(x)``: smooth, nearly ReLU for large ``|x|``, slightly negative below 0."""
+    return x * torch.sigmoid(x)
 
 
 def default_d_ff(d_model: int, multiple: int = 64) -> int:
@@ -118,31 +113,29 @@ def default_d_ff(d_model: int, multiple: int = 64) -> int:
 class SwiGLU(nn.Module):
     """``w2(silu(w1 x) * w3 x)``: a gated feed-forward (Shazeer, 2020)."""
 
-    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None, fused: bool = False) -> None:
+    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None) -> None:
         super().__init__()
         d_ff = d_ff or default_d_ff(d_model)
-        self.fused = fused
         self.w1 = Linear(d_model, d_ff, device, dtype)
         self.w2 = Linear(d_ff, d_model, device, dtype)
         self.w3 = Linear(d_model, d_ff, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(..., d_model) -> (..., d_model)``."""
-        return self.w2(silu(self.w1(x), self.fused) * self.w3(x))
+        return self.w2(silu(self.w1(x)) * self.w3(x))  # w1's branch is the gate, w3's the value
 
 
 class SiLUFeedForward(nn.Module):
     """``w2(silu(w1 x))``: the ungated feed-forward the SwiGLU ablation compares against."""
 
-    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, fused: bool = False) -> None:
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None) -> None:
         super().__init__()
-        self.fused = fused
         self.w1 = Linear(d_model, d_ff, device, dtype)
         self.w2 = Linear(d_ff, d_model, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(..., d_model) -> (..., d_model)``."""
-        return self.w2(silu(self.w1(x), self.fused))
+        return self.w2(silu(self.w1(x)))
 
 
 class RotaryPositionalEmbedding(nn.Module):
@@ -171,17 +164,13 @@ class RotaryPositionalEmbedding(nn.Module):
     def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
         """``x (..., seq, d_k)``, ``token_positions (..., seq)`` -> rotated ``x``, same shape.
 
-        Pair (x_2k, x_2k+1) becomes (x_2k cos - x_2k+1 sin, x_2k sin + x_2k+1 cos): the rotation
-        of the complex number x_2k + i x_2k+1 by the angle, which is how it is computed (a complex
-        multiply is one fused kernel, forward and backward, where slicing evens and odds is four).
+        Pair (x_2k, x_2k+1) becomes (x_2k cos - x_2k+1 sin, x_2k sin + x_2k+1 cos): a 2-D rotation
+        by the angle of position and pair. Computed in float32, as the angles are.
         """
-        cos, sin = self.cos[token_positions], self.sin[token_positions]
-        if torch.compiler.is_compiling():  # inductor generates no code for complex numbers: the same rotation in reals
-            pairs = x.unflatten(-1, (-1, 2))
-            even, odd = pairs[..., 0].float(), pairs[..., 1].float()
-            return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(x.dtype)
-        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-        return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
+        cos, sin = self.cos[token_positions], self.sin[token_positions]  # (..., seq, d_k / 2)
+        even, odd = x[..., 0::2].float(), x[..., 1::2].float()  # the two members of every pair
+        rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)  # (..., seq, d_k / 2, 2)
+        return rotated.flatten(-2).to(x.dtype)  # pairs back side by side: (..., seq, d_k)
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:
@@ -191,88 +180,41 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     return e / e.sum(dim=dim, keepdim=True)
 
 
-def cross_entropy(logits: Tensor, targets: Tensor, fused: bool = False, *, reuse_logits: bool = False) -> Tensor:
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean of ``-log softmax(logits)[target]`` over all leading dimensions.
 
-    ``logits (..., vocab)``, ``targets (...)`` int64. Uses log-sum-exp with the max subtracted, so
-    logits of 1e4 neither overflow nor lose the answer. The max is a constant shift (it cancels
-    between the two terms), so it needs no gradient: detaching it spares backward a pass over
-    the ``(..., vocab)`` logits. ``fused=True`` is the fast path with the same result: PyTorch's
-    ``log_softmax`` kernel forward, and a backward that computes the gradient in that output's
-    memory (``_FusedCrossEntropy``; faster than ``F.cross_entropy``, see
-    ``benchmarks/bench_train.py``). ``reuse_logits=True`` (with ``fused``) also writes the
-    log-probabilities over float32 logits, for a caller that never reads them again: the
-    training loop.
+    ``logits (..., vocab)``, ``targets (...)`` int64. ``-log softmax(z)[t] = logsumexp(z) - z_t``,
+    and log-sum-exp is computed with the max subtracted, so logits of 1e4 neither overflow nor
+    lose the answer. The max is a constant shift (it cancels between the two terms), so it needs
+    no gradient: detaching it spares backward a pass over the ``(..., vocab)`` logits.
     """
     logits = logits.float()
-    if fused:
-        return _FusedCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reuse_logits)
     m = logits.amax(dim=-1, keepdim=True).detach()
     logsumexp = (logits - m).exp().sum(dim=-1).log() + m.squeeze(-1)
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # the target's logit at each position
     return (logsumexp - picked).mean()
 
 
-class _FusedCrossEntropy(torch.autograd.Function):
-    """``logits (n, vocab)`` float32, ``targets (n,)`` -> mean of ``-log_softmax(logits)[target]``.
+def causal_mask(n: int, m: int, device=None) -> Tensor:
+    """``(n, m)`` boolean, True where query ``i`` may attend to key ``j``: keys up to its own position.
 
-    The gradient with respect to the logits is ``(softmax - onehot) / n``. Forward keeps
-    ``log_softmax``'s output for it, as ``F.cross_entropy`` does; backward turns that tensor into
-    the gradient in place (``exp_``, subtract 1 at the targets, scale). ``F.cross_entropy``'s
-    backward instead fills a new logits-sized tensor with zeros, scatters into it, and writes a
-    third one: at a 10,000-word vocabulary those are the largest tensors of a small model's step.
-    With ``reuse`` the log-probabilities are written over the logits themselves, one such tensor
-    fewer again.
+    The ``n`` queries are the last ``n`` of ``m`` positions (``n < m`` when earlier keys come from a
+    cache), so query ``i`` sits at position ``m - n + i``.
     """
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor, reuse: bool) -> Tensor:
-        logp = torch.log_softmax(logits, dim=-1, out=logits) if reuse else torch.log_softmax(logits, dim=-1)
-        ctx.save_for_backward(logp, targets)
-        return -logp.gather(-1, targets.unsqueeze(-1)).mean()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None]:
-        logp, targets = ctx.saved_tensors
-        grad = logp.exp_()  # softmax, in log_softmax's memory: nothing else reads it
-        rows = torch.arange(len(targets), device=grad.device)
-        grad.index_put_((rows, targets), torch.tensor(-1.0, dtype=grad.dtype, device=grad.device), accumulate=True)
-        return grad.mul_(grad_loss / len(targets)), None, None
+    return torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
 
 
-def attention_probs(q: Tensor, k: Tensor, mask: Tensor | None = None, *, causal: bool = False) -> Tensor:
-    """``softmax(q k^T / sqrt(d_k))`` with masked scores set to -inf: ``(..., n, m)``, rows sum to 1.
-
-    ``mask (n, m)`` is True where a query may attend to a key; ``causal=True`` builds the causal one,
-    with the queries as the last n of m positions (n < m when earlier keys come from a cache).
-    """
-    n, m = q.shape[-2], k.shape[-2]
-    if causal:
-        mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return softmax(scores, dim=-1)
-
-
-def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, fused: bool = False, causal: bool = False
-) -> Tensor:
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """``softmax(q k^T / sqrt(d_k)) v`` (Vaswani et al., 2017).
 
     ``q (..., n, d_k)``, ``k (..., m, d_k)``, ``v (..., m, d_v)``; ``mask (n, m)`` boolean, True where
-    a query may attend to a key. Returns ``(..., n, d_v)``. ``fused=True`` calls PyTorch's kernel;
-    ``causal=True`` (instead of a mask) lets it skip the masked half rather than compute and discard it.
+    a query may attend to a key. Returns ``(..., n, d_v)``. Dividing by sqrt(d_k) keeps the scores'
+    spread independent of d_k, so softmax does not saturate in wide heads.
     """
-    if fused:
-        n, m = q.shape[-2], k.shape[-2]
-        if causal and n == m:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        if causal:
-            mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return attention_probs(q, k, mask, causal=causal) @ v
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., n, m)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no weight on a masked key
+    return softmax(scores, dim=-1) @ v
 
 
 class LayerCache:
@@ -307,14 +249,13 @@ class MultiHeadSelfAttention(nn.Module):
         d_model: int,
         num_heads: int,
         rope: RotaryPositionalEmbedding | None = None,
-        fused: bool = False,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.d_head, self.fused = num_heads, d_model // num_heads, fused
+        self.num_heads, self.d_head = num_heads, d_model // num_heads
         self.q_proj = Linear(d_model, d_model, device, dtype)
         self.k_proj = Linear(d_model, d_model, device, dtype)
         self.v_proj = Linear(d_model, d_model, device, dtype)
@@ -322,8 +263,14 @@ class MultiHeadSelfAttention(nn.Module):
         self.rope = rope
 
     def _heads(self, x: Tensor) -> Tensor:
+        """``(..., seq, d_model) -> (..., heads, seq, d_head)``: head h is features h*d_head to (h+1)*d_head."""
         *lead, seq, _ = x.shape
         return x.view(*lead, seq, self.num_heads, self.d_head).transpose(-3, -2)
+
+    def _join(self, x: Tensor) -> Tensor:
+        """``(..., heads, seq, d_head) -> (..., seq, d_model)``: the heads side by side again."""
+        x = x.transpose(-3, -2)
+        return x.reshape(*x.shape[:-2], -1)
 
     def _qkv(self, x: Tensor, token_positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Per-head ``(..., heads, seq, d_head)`` queries and keys (rotated) and values."""
@@ -338,7 +285,9 @@ class MultiHeadSelfAttention(nn.Module):
     def attention_weights(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
         """The causal attention matrix of every head, ``(..., heads, seq, seq)``; rows sum to 1."""
         q, k, _ = self._qkv(x, token_positions)
-        return attention_probs(q, k, causal=True)
+        n = q.shape[-2]
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(self.d_head)).masked_fill(~causal_mask(n, n, x.device), float("-inf"))
+        return softmax(scores, dim=-1)
 
     def trace(self, x: Tensor) -> dict[str, Tensor]:
         """Every stage of causal attention on ``x (seq, d_model)``, for reading; positions ``0..seq-1``.
@@ -353,10 +302,10 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         q_rope, k_rope = (self.rope(q, positions), self.rope(k, positions)) if self.rope is not None else (q, k)
         scores = q_rope @ k_rope.transpose(-2, -1) / math.sqrt(self.d_head)
-        masked = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=x.device).tril(), float("-inf"))
+        masked = scores.masked_fill(~causal_mask(n, n, x.device), float("-inf"))
         weights = softmax(masked, dim=-1)
         mixed = weights @ v
-        output = self.output_proj(mixed.transpose(-3, -2).reshape(x.shape))
+        output = self.output_proj(self._join(mixed))
         return {"q": q, "k": k, "v": v, "q_rope": q_rope, "k_rope": k_rope, "scores": scores, "masked": masked,
                 "weights": weights, "mixed": mixed, "output": output}
 
@@ -366,8 +315,9 @@ class MultiHeadSelfAttention(nn.Module):
         With a ``cache``, ``x`` holds the positions after those cached (give their
         ``token_positions``); their keys and values are appended to the cache.
         """
-        q, k, v = self._qkv(x, token_positions)
+        q, k, v = self._qkv(x, token_positions)  # (..., heads, seq, d_head) each
         if cache is not None:
-            k, v = cache.extend(k, v)
-        out = scaled_dot_product_attention(q, k, v, fused=self.fused, causal=True)
-        return self.output_proj(out.transpose(-3, -2).reshape(x.shape))
+            k, v = cache.extend(k, v)  # the keys and values of the earlier positions come first
+        mask = causal_mask(q.shape[-2], k.shape[-2], x.device)  # no query sees a later key
+        out = scaled_dot_product_attention(q, k, v, mask)
+        return self.output_proj(self._join(out))

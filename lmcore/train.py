@@ -1,290 +1,149 @@
-"""The training loop, its config, and its command line.
+"""Training: the plain loop a chapter reads, and the robust run built on it.
 
     python -m lmcore.train --config configs/tinystories-17m.yaml max_steps=100 model.d_model=256
     torchrun --nproc_per_node 2 -m lmcore.train --config ...      # DistributedDataParallel
 
-One ``TrainConfig`` (a dataclass, loadable from YAML or JSON, overridable with ``key=value``,
-each value read by its field's type) says everything about a run. The loop samples random
-windows from memory-mapped ``uint16`` ids, runs AdamW with a cosine schedule and gradient
-clipping, accumulates gradients over micro-batches, evaluates on validation data every
-``eval_every`` steps, and logs one JSON line per logged step.
+:func:`train_loop` is the whole algorithm and nothing else: sample a batch, forward, loss,
+backward, clip, step, schedule, evaluate, checkpoint. :func:`train` is that loop plus what a real
+run needs, each in a named piece, and gives the same losses (a test holds them equal):
 
-Nothing is lost and nothing is silently wrong:
+- **resume** (``_Run.resume_or_start``): continue a run from its checkpoint exactly, batches
+  included, or refuse to overwrite an earlier run unless told ``overwrite=true``;
+- **run safety** (:mod:`lmcore.safety`): Ctrl-C and SIGTERM stop at a step boundary after a
+  checkpoint; a non-finite loss stops the run; only sound checkpoints are written;
+- **mixed precision** (:func:`lmcore.device.autocast_dtype`): bf16 or fp16 autocast on a GPU, with
+  a gradient scaler for fp16, and gradient accumulation over micro-batches;
+- **DDP**: under ``torchrun`` each process takes its slice of every global batch;
+- **compile**: ``torch.compile`` of model and loss together;
+- **logging**: one JSON line per logged step, a progress bar, and MFU on a GPU.
 
-- A run refuses an ``out_dir`` that holds an earlier run unless told ``resume=true`` (continue
-  it exactly) or ``overwrite=true``.
-- Ctrl-C and SIGTERM (a time limit, Slurm, ``docker stop``) only raise a flag; the loop finishes
-  the step it is in, logs it, saves a checkpoint at that step boundary and stops with
-  :class:`TrainingInterrupted`, so a resumed run equals one that was never interrupted. A
-  second Ctrl-C stops at once, keeping the last checkpoint.
-- A non-finite loss stops the run with :class:`TrainingDiverged`; a checkpoint is written only
-  when its weights are finite and give a finite loss, so the one kept always resumes.
-
-On a GPU it computes in mixed precision (``precision="auto"``: bf16 autocast on cards with bf16
-tensor cores, fp16 autocast with a gradient scaler on older ones) and, if asked, ``torch.compile``.
-Under ``torchrun`` each process takes its slice of every global batch, so the losses equal one
-process's with the same global batch.
+Both take their model, optimiser, loss and clipping from :func:`build`, where the one switch
+between the teaching code and the fast layer (``TrainConfig.kernels``) is read.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import gc
 import json
 import math
 import os
 import signal
 import sys
-import threading
 import time
-import types
-import typing
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .accounting import peak_flops, training_flops_per_token
+from .accounting import mfu, training_flops_per_token
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .dataset import batch_from_starts, load_tokens
-from .device import pick_device
+from .config import PRECISIONS, TrainConfig, load_config, with_overrides
+from .dataset import batch_from_starts, get_batch, load_tokens
+from .device import autocast, autocast_dtype, pick_device
+from .kernels import fused_cross_entropy, use_fused_kernels
 from .model import ModelConfig, TransformerLM
 from .nn import cross_entropy
 from .optim import AdamW, clip_grad_norm, cosine_lr
+from .safety import StopSignals, TrainingDiverged, TrainingInterrupted, is_sound
 
 __all__ = [
     "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "PRECISIONS", "autocast_dtype", "load_config", "with_overrides",
-    "train", "evaluate", "main",
+    "Parts", "build", "evaluate", "train_loop", "train", "main", "ModelConfig",
 ]
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite. ``history`` holds the log records up to that step."""
-
-    def __init__(self, message: str, history: list[dict]) -> None:
-        super().__init__(message)
-        self.history = history
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped the run at a step boundary, after a checkpoint was saved there.
-
-    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it. ``signum`` is the signal,
-    ``step`` the last completed step (the checkpoint's iteration).
-    """
-
-    def __init__(self, message: str, signum: int, step: int) -> None:
-        super().__init__(message)
-        self.signum, self.step = signum, step
-
-
-#: The ``precision`` settings: "auto" chooses by device (:func:`autocast_dtype`).
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class TrainConfig:
-    """A training run. Paths are relative to the working directory.
+class Parts:
+    """What a run trains with: the model, its optimiser, the loss ``(logits, targets) -> mean``
+    and the gradient clipping ``(parameters, max_norm) -> norm before clipping``."""
 
-    ``model`` given as a dict (or from a file) runs the fast kernels unless it says
-    ``kernels="math"``: training wants speed, and the tests show both paths agree.
+    model: TransformerLM
+    optimizer: torch.optim.Optimizer
+    loss: Loss
+    clip: Callable[..., torch.Tensor]
+
+
+def build(config: TrainConfig, device: torch.device) -> Parts:
+    """The model (seeded with ``config.seed``), optimiser, loss and clipping of a run.
+
+    ``kernels="math"``: the teaching code the chapters print. ``kernels="fused"`` (the default):
+    the same model with :func:`lmcore.kernels.use_fused_kernels`, the fused cross-entropy,
+    PyTorch's fused AdamW and its foreach clipping, which compute the same numbers faster.
     """
-
-    train_path: str = ""
-    valid_path: str = ""
-    out_dir: str = "runs/default"
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(kernels="fused"))  # a dict: kernels default "fused"
-    batch_size: int = 32  # sequences per optimizer step, over all processes and micro-batches
-    grad_accum_steps: int = 1
-    max_steps: int = 1000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 10
-    log_every: int = 10
-    checkpoint_every: int = 0  # 0: only at the end (and on Ctrl-C or SIGTERM)
-    seed: int = 0
-    device: str = "auto"
-    compile: bool = False
-    precision: str = "auto"  # "auto" (bf16 or fp16 by card on CUDA, fp32 elsewhere), "bf16", "fp16" or "fp32"
-    resume: bool = False  # continue the run in out_dir from its checkpoint
-    overwrite: bool = False  # start afresh in an out_dir that holds an earlier run, deleting it
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):  # training takes the fast path unless told kernels="math"
-            self.model = ModelConfig(**{"kernels": "fused", **self.model})
-        self.betas = tuple(self.betas)
-        if self.batch_size < 1 or self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
-            raise ValueError(
-                f"batch_size {self.batch_size} must be a positive multiple of grad_accum_steps {self.grad_accum_steps}"
-            )
-        if self.max_steps < 1 or self.eval_every < 1 or self.log_every < 1:
-            raise ValueError("max_steps, eval_every and log_every must be positive")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.resume and self.overwrite:
-            raise ValueError("resume=true and overwrite=true contradict each other; choose one")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# -- reading configs: every value by its field's type ------------------------------------------------
-
-_FALSE, _TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
-
-
-def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """``value`` (text from the command line, or a YAML/JSON value) as ``kind``, else ``ValueError``.
-
-    ``resume=False`` is False, not the non-empty string 'False'; ``model.d_ff=64.5`` and
-    ``lr=abc`` are refused naming the key and the type it needs.
-    """
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-
-    def refuse(expected: str) -> ValueError:
-        return ValueError(f"config key {key!r} needs {expected}, got {value!r}")
-
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner)
-    if origin is typing.Literal:
-        if value not in args:
-            raise refuse("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _FALSE + _TRUE:
-            return value.strip().lower() in _TRUE
-        raise refuse("true or false")
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip().replace("_", ""))
-            except ValueError:
-                pass
-        raise refuse("an integer")
-    if kind is float:
-        number = value
-        if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                raise refuse("a number") from None
-        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-            raise refuse("a finite number")
-        return float(number)
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise refuse("a string")
-    if origin is tuple:
-        items = value
-        if isinstance(value, str):
-            text = value.strip()
-            items = json.loads(text) if text.startswith("[") else text.split(",")
-        if not isinstance(items, list | tuple) or len(items) != len(args):
-            raise refuse(f"{len(args)} values, as [a, b]")
-        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(items, args)))
-    raise refuse(str(kind))
-
-
-def _apply(data: dict, key: str, value: Any) -> None:
-    """Set ``a.b=value`` in nested dicts, read by the field's type; unknown keys are refused."""
-    fields = _field_types(TrainConfig)
-    model_fields = _field_types(ModelConfig)
-    head, _, rest = key.partition(".")
-    if head == "bf16":
-        raise ValueError("config key 'bf16' is now 'precision': auto, bf16 (was on), fp16 or fp32 (was off)")
-    if head not in fields:
-        raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(fields))}")
-    if rest:
-        if head != "model" or rest not in model_fields:
-            raise ValueError(f"unknown config key {key!r}; model keys: {', '.join(sorted(model_fields))}")
-        data.setdefault("model", {})[rest] = _coerce(key, value, model_fields[rest])
-    elif head == "model":
-        if not isinstance(value, dict):
-            raise ValueError(f"config key 'model' needs a mapping of model keys, got {value!r}")
-        for k, v in value.items():
-            _apply(data, f"model.{k}", v)
-    else:
-        data[head] = _coerce(key, value, fields[head])
-
-
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """A ``TrainConfig`` from a YAML or JSON file plus ``key=value`` overrides (``model.d_model=256``).
-
-    Unknown keys and values of the wrong type raise ``ValueError`` before anything else happens.
-    """
-    data: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        if str(path).endswith(".json"):
-            raw = json.loads(text)
-        else:
-            import yaml
-
-            raw = yaml.safe_load(text) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        for key, value in raw.items():
-            _apply(data, str(key), value)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        _apply(data, key.strip(), value.strip())
-    return TrainConfig(**data)
-
-
-def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """A copy of ``config`` with ``{"lr": 1e-2, "model.norm": "post"}`` applied (typed and checked)."""
-    data: dict[str, Any] = {}
-    for key, value in overrides.items():
-        _apply(data, key, value)
-    model = data.pop("model", {})
-    return dataclasses.replace(config, **data, model=dataclasses.replace(config.model, **model))
-
-
-# -- the loop ------------------------------------------------------------------------------------------
+    c = config
+    torch.manual_seed(c.seed)
+    model = TransformerLM(c.model, device=device)
+    hyper = {"lr": c.lr, "betas": c.betas, "eps": c.eps, "weight_decay": c.weight_decay}
+    if c.kernels == "math":
+        return Parts(model, AdamW(model.parameters(), **hyper), cross_entropy, clip_grad_norm)
+    use_fused_kernels(model)
+    # eager, the loss may write its log-probabilities over the logits, which nothing reads again;
+    # compiled, the compiler plans memory itself (that mutation made a compiled DDP run drift)
+    loss = fused_cross_entropy if c.compile else functools.partial(fused_cross_entropy, reuse_logits=True)
+    optimizer = torch.optim.AdamW(model.parameters(), **hyper, fused=device.type in ("cuda", "cpu", "mps"))
+    return Parts(model, optimizer, loss, torch.nn.utils.clip_grad_norm_)
 
 
 @torch.no_grad()
-def evaluate(
-    model: torch.nn.Module, tokens, config: TrainConfig, device: torch.device, amp: torch.dtype | None = None
-) -> float:
-    """Mean loss on ``eval_batches`` fixed batches of validation windows (the same ones every call),
-    computed under autocast to ``amp`` (bf16 or fp16) when given."""
+def evaluate(model: torch.nn.Module, tokens: np.ndarray, config: TrainConfig, device: torch.device, loss: Loss,
+             amp: torch.dtype | None = None) -> float:
+    """Mean loss on ``eval_batches`` fixed batches of validation windows (the same ones every
+    call), under autocast to ``amp`` (bf16 or fp16) when given."""
     model.eval()
     gen = torch.Generator().manual_seed(config.seed + 1)
-    losses = []
     per = max(1, config.batch_size // config.grad_accum_steps)
+    losses = []
     for _ in range(config.eval_batches):
-        starts = torch.randint(0, len(tokens) - config.model.context_length, (per,), generator=gen)
-        x, y = batch_from_starts(tokens, starts, config.model.context_length, device)
-        with _autocast(device, amp):
-            losses.append(cross_entropy(model(x), y, fused=config.model.kernels == "fused", reuse_logits=True).item())
+        x, y = get_batch(tokens, per, config.model.context_length, device, gen)
+        with autocast(device, amp):
+            losses.append(loss(model(x), y).item())
     model.train()
     return sum(losses) / len(losses)
+
+
+def train_loop(config: TrainConfig) -> list[dict]:
+    """The training loop and nothing else: one process, float32, no resume, no signals.
+
+    Returns one record per logged step (``step``, ``lr``, ``train_loss``, ``grad_norm``, and
+    ``valid_loss`` every ``eval_every`` steps); saves ``out_dir/checkpoint.pt`` at the end.
+    """
+    c, ctx = config, config.model.context_length
+    device = pick_device(None if c.device == "auto" else c.device)
+    train_tokens = load_tokens(c.train_path, c.model.vocab_size, ctx)
+    valid_tokens = load_tokens(c.valid_path, c.model.vocab_size, ctx) if c.valid_path else None
+    run = build(c, device)
+    gen = torch.Generator().manual_seed(c.seed)  # the batches' own random numbers: a rerun draws the same ones
+    history = []
+    for step in range(c.max_steps):
+        lr = cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, c.max_steps)  # warm up, then cosine decay
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(train_tokens, c.batch_size, ctx, device, gen)  # random windows, y shifted by one
+        loss = run.loss(run.model(x), y)
+        loss.backward()
+        grad_norm = run.clip(run.model.parameters(), c.grad_clip)  # one bad batch cannot throw the weights far
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if done % c.log_every == 0 or done % c.eval_every == 0 or done == c.max_steps:
+            record = {"step": done, "lr": lr, "train_loss": loss.item(), "grad_norm": float(grad_norm)}
+            if valid_tokens is not None and (done % c.eval_every == 0 or done == c.max_steps):
+                record["valid_loss"] = evaluate(run.model, valid_tokens, c, device, run.loss)
+            history.append(record)
+    Path(c.out_dir).mkdir(parents=True, exist_ok=True)
+    save_checkpoint(Path(c.out_dir) / "checkpoint.pt", run.model, run.optimizer, c.max_steps, model_config=c.model.to_dict())
+    return history
+
+
+# -- the robust run --------------------------------------------------------------------------------
 
 
 def _distributed() -> tuple[int, int]:
@@ -302,74 +161,22 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def autocast_dtype(precision: str, device_type: str, capability: tuple[int, int] | None = None) -> torch.dtype | None:
-    """The dtype ``precision`` computes the products in on a device, or None for float32 throughout.
-
-    "auto" is bf16 on CUDA cards with bf16 tensor cores (compute capability 8.0 and up: A100, L4,
-    H100), fp16 on older CUDA cards (T4, V100: fp16 tensor cores, bf16 only emulated) and float32
-    elsewhere (CPU, Apple MPS). ``capability`` is the CUDA card's, read from the device if not given.
-    """
-    if precision == "auto":
-        if device_type != "cuda":
-            return None
-        return torch.bfloat16 if (capability or torch.cuda.get_device_capability()) >= (8, 0) else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
-def _autocast(device: torch.device, amp: torch.dtype | None):
-    """Autocast to ``amp`` on ``device``, or nothing when ``amp`` is None."""
-    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
-
-
 class _Objective(torch.nn.Module):
-    """Model and loss as one module: what a step differentiates, and what ``torch.compile`` compiles.
+    """Model and loss as one module: what a step differentiates, and what ``torch.compile`` compiles
+    (so the compiled graph includes the loss, and DDP's all-reduce overlaps its backward)."""
 
-    Eager, the loss writes its log-probabilities over the logits (``reuse_logits``): nothing else
-    reads them. Compiled, the compiler plans the memory itself; handing it that mutation made a
-    DDP run drift from one process (a test holds the two equal), so it is left out there.
-    """
-
-    def __init__(self, model: torch.nn.Module, fused: bool, compiled: bool = False) -> None:
+    def __init__(self, net: torch.nn.Module, loss: Loss) -> None:
         super().__init__()
-        self.model, self.fused, self.reuse = model, fused, fused and not compiled
+        self.net, self.loss = net, loss
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``x``, ``y`` ``(batch, seq)`` ids -> the mean next-token loss."""
-        return cross_entropy(self.model(x), y, fused=self.fused, reuse_logits=self.reuse)
-
-
-class _StopSignals:
-    """While active, SIGINT and SIGTERM only record that a stop was asked for.
-
-    The loop looks at :attr:`signum` between steps, so a checkpoint never holds half a step. A
-    second SIGINT raises ``KeyboardInterrupt`` at once (the last checkpoint stays as it was).
-    Outside the main thread signals cannot be caught and nothing changes.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+        return self.loss(self.net(x), y)
 
 
 class _Run:
-    """The state of one training run, and the steps ``train`` reads top to bottom."""
+    """One robust run: :func:`train_loop`'s steps, with resume, precision, DDP, compile and safety."""
 
-    # -- set-up ------------------------------------------------------------------------------------
     def __init__(self, config: TrainConfig) -> None:
         self.config = c = config
         self.rank, self.world = _distributed()
@@ -380,34 +187,12 @@ class _Run:
         m = c.model
         self.train_tokens = load_tokens(c.train_path, m.vocab_size, m.context_length)
         self.valid_tokens = load_tokens(c.valid_path, m.vocab_size, m.context_length) if c.valid_path else None
-        self.device = pick_device(None if c.device == "auto" else c.device)
-        if self.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
-            torch.cuda.set_device(self.device)
-        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
-        self.amp = autocast_dtype(c.precision, self.device.type, capability)
-        # fp16's range is narrow: the loss is scaled up so small gradients do not flush to zero, and a
-        # step whose gradients overflow is skipped and the scale lowered (bf16 has float32's range)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        if self.device.type == "cuda":  # fp32 matrix products on tensor cores (TF32), as PyTorch advises for training
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-
-        torch.manual_seed(c.seed)
-        self.model = TransformerLM(m, device=self.device)
+        self.device = _process_device(c, self.rank, self.world)
+        self.amp, self.scaler = _precision(c, self.device)
+        self.parts = build(c, self.device)
+        self.model, self.optimizer = self.parts.model, self.parts.optimizer
         self.model.check_ids = False  # load_tokens has checked every id of both files against vocab_size
-        # MFU means something against a GPU's peak only; on a CPU it is not logged
-        self.flops_per_token = training_flops_per_token(m)
-        self.peak = None
-        if self.device.type == "cuda":
-            try:
-                dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32")
-                self.peak = peak_flops(torch.cuda.get_device_name(self.device), dtype)
-            except ValueError:
-                pass
-        self.fused = m.kernels == "fused"  # the fast path: fused loss and AdamW as well
-        self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay,
-                               fused=self.fused)
+        self.mfu = _mfu_meter(c, self.device, self.amp)
         self.out = Path(c.out_dir)
         self.ckpt, self.log_path = self.out / "checkpoint.pt", self.out / "log.jsonl"
         self.gen = torch.Generator().manual_seed(c.seed)
@@ -440,13 +225,12 @@ class _Run:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.ckpt.unlink(missing_ok=True)
                 self.log_path.write_text("")
-        # DDP wraps the model, and compilation wraps DDP and the loss together, so the compiled
-        # graph includes the loss and DDP's all-reduce overlaps the compiled backward
+        # DDP wraps the model, and compilation wraps DDP and the loss together
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.objective: torch.nn.Module = _Objective(self.net, self.fused, compiled=c.compile)
+        self.objective: torch.nn.Module = _Objective(self.net, self.parts.loss)
         if c.compile:
             self.objective = torch.compile(self.objective)
 
@@ -468,9 +252,8 @@ class _Run:
         for i in range(c.grad_accum_steps):
             x, y = batch_from_starts(self.train_tokens, mine[i], c.model.context_length, self.device)
             sync = i == c.grad_accum_steps - 1 or self.world == 1
-            ctx = self.net.no_sync() if (self.world > 1 and not sync) else nullcontext()
-            with ctx:
-                with _autocast(self.device, self.amp):
+            with self.net.no_sync() if (self.world > 1 and not sync) else nullcontext():
+                with autocast(self.device, self.amp):
                     loss = self.objective(x, y) / c.grad_accum_steps
                 self.scaler.scale(loss).backward()  # outside autocast: gradients take their parameters' dtype
             loss_sum += loss.detach()
@@ -483,7 +266,7 @@ class _Run:
             kept = f"The last good checkpoint is {self.ckpt} (step {self.saved})." if self.saved else "No checkpoint was written."
             raise TrainingDiverged(f"loss is {train_loss} at step {step + 1} (lr {lr:.3g}); stopped. {kept}", self.history)
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        grad_norm = clip_grad_norm(self.model.parameters(), c.grad_clip)
+        grad_norm = self.parts.clip(self.model.parameters(), c.grad_clip)
         self.scaler.step(self.optimizer)  # skipped when an fp16 gradient overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -499,14 +282,14 @@ class _Run:
         if not (done % c.log_every == 0 or done % c.eval_every == 0 or final):
             return
         record = dict(numbers)
-        if self.peak is not None:  # on a GPU: model FLOPs utilisation since the last record (evaluation left out)
+        if self.mfu is not None:  # on a GPU: model FLOPs utilisation since the last record (evaluation left out)
             last = self.history[-1] if self.history else {"tokens": 0, "wall_s": 0.0}
             seconds = record["wall_s"] - last.get("train_end_s", last["wall_s"])
             if seconds > 0 and record["tokens"] > last["tokens"]:
-                record["mfu"] = round((record["tokens"] - last["tokens"]) * self.flops_per_token / seconds / self.peak, 4)
+                record["mfu"] = round(self.mfu((record["tokens"] - last["tokens"]) / seconds), 4)
         if self.valid_tokens is not None and (done % c.eval_every == 0 or final):
-            record["valid_loss"] = evaluate(self.model, self.valid_tokens, c, self.device, self.amp)
-            if self.peak is not None:
+            record["valid_loss"] = evaluate(self.model, self.valid_tokens, c, self.device, self.parts.loss, self.amp)
+            if self.mfu is not None:
                 record["train_end_s"] = round(time.perf_counter() - self.t0, 3)
         self.history.append(record)
         if self.rank == 0:
@@ -518,22 +301,16 @@ class _Run:
             bar.set_postfix(shown)
 
     # -- checkpoint --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _sound(self) -> bool:
-        """Weights finite, and a finite loss on the last batch: a checkpoint worth resuming from."""
-        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
-            return False
-        if self.last_batch is None:
-            return True
+    def _last_loss(self) -> torch.Tensor:
         x, y = self.last_batch
-        with _autocast(self.device, self.amp):
-            return math.isfinite(cross_entropy(self.model(x), y, fused=self.fused, reuse_logits=True).item())
+        with torch.no_grad(), autocast(self.device, self.amp):
+            return self.parts.loss(self.model(x), y)
 
     def checkpoint(self) -> None:
         """Save the state after step ``completed``, if it is sound; else stop as diverged."""
         if self.completed == self.saved:
             return
-        if not self._sound():
+        if not is_sound(self.model, self._last_loss if self.last_batch is not None else None):
             kept = f"the last good checkpoint is {self.ckpt} (step {self.saved})" if self.saved else "no checkpoint was written"
             raise TrainingDiverged(
                 f"after step {self.completed} (lr {self.history[-1]['lr'] if self.history else self.config.lr:.3g}) the weights "
@@ -545,7 +322,7 @@ class _Run:
                             extra=extra)
         self.saved = self.completed
 
-    def stop_requested(self, signals: _StopSignals) -> int | None:
+    def stop_requested(self, signals: StopSignals) -> int | None:
         """The signal that asked to stop, agreed by all processes (so all stop at the same step)."""
         if self.world == 1:
             return signals.signum
@@ -554,13 +331,48 @@ class _Run:
         return int(flag.item()) or None
 
 
+def _process_device(config: TrainConfig, rank: int, world: int) -> torch.device:
+    """This process's device: the config's (or the best there is), one GPU per process under DDP."""
+    device = pick_device(None if config.device == "auto" else config.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """The autocast dtype (None: float32) and the gradient scaler, enabled for fp16 only."""
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    amp = autocast_dtype(config.precision, device.type, capability)
+    if device.type == "cuda":  # fp32 matrix products on tensor cores (TF32), as PyTorch advises for training
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # fp16's range is narrow: the loss is scaled up so small gradients do not flush to zero, and a
+    # step whose gradients overflow is skipped and the scale lowered (bf16 has float32's range)
+    return amp, torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+
+def _mfu_meter(config: TrainConfig, device: torch.device, amp: torch.dtype | None) -> Callable[[float], float] | None:
+    """tokens/s -> model FLOPs utilisation (:func:`lmcore.accounting.mfu`), on a GPU whose peak is
+    known; None elsewhere (a CPU has no datasheet peak to measure against)."""
+    if device.type != "cuda":
+        return None
+    name, dtype = torch.cuda.get_device_name(device), {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
+    per_token = training_flops_per_token(config.model)
+    try:
+        mfu(1.0, name, dtype)
+    except ValueError:
+        return None
+    return lambda tokens_per_second: mfu(tokens_per_second * per_token, name, dtype)
+
+
 def train(config: TrainConfig) -> list[dict]:
     """Run training; return the log records (also written to ``out_dir/log.jsonl``)."""
     run = _Run(config)
     run.resume_or_start()
     c = config
     bar = tqdm(total=c.max_steps, initial=run.completed, desc="train", unit="step", disable=not (c.progress and run.rank == 0))
-    with _StopSignals() as signals, bar:
+    with StopSignals() as signals, bar:
         while run.completed < c.max_steps:
             numbers = run.step()
             run.evaluate_and_log(numbers, bar)

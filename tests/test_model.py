@@ -64,35 +64,7 @@ def test_ablation_switches_run_and_learn(switch):
         assert not any("ln" in k for k in model.state_dict())
 
 
-def test_fused_attention_backend_agrees():
-    torch.manual_seed(0)
-    math_model = TransformerLM(ModelConfig(**SMALL))
-    fused_model = TransformerLM(ModelConfig(**{**SMALL, "kernels": "fused"}))
-    fused_model.load_state_dict(math_model.state_dict())
-    x = torch.randint(0, 97, (2, 24))
-    torch.testing.assert_close(fused_model(x), math_model(x), atol=1e-5, rtol=1e-5)
-
-
 @pytest.mark.parametrize("theta", [0.0, -10.0, float("nan"), float("inf")])
 def test_rope_theta_must_be_positive(theta):
     with pytest.raises(ValueError, match="rope_theta must be a positive finite number"):
         ModelConfig(rope_theta=theta)
-
-
-def test_fused_kernels_give_the_teaching_loss_and_gradients():
-    """kernels="fused" (sdpa, F.silu, F.cross_entropy) against kernels="math", same weights."""
-    from lmcore.nn import cross_entropy
-
-    torch.manual_seed(0)
-    math_model = TransformerLM(ModelConfig(**SMALL, kernels="math"))
-    fused_model = TransformerLM(ModelConfig(**SMALL, kernels="fused"))
-    fused_model.load_state_dict(math_model.state_dict())
-    x = torch.randint(0, SMALL["vocab_size"], (3, SMALL["context_length"]))
-    losses = []
-    for model, fused in ((math_model, False), (fused_model, True)):
-        loss = cross_entropy(model(x)[:, :-1], x[:, 1:], fused=fused)
-        loss.backward()
-        losses.append(loss)
-    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=0)
-    for (name, a), b in zip(math_model.named_parameters(), fused_model.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)

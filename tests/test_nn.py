@@ -13,6 +13,7 @@ from lmcore.nn import (
     RMSNorm,
     RotaryPositionalEmbedding,
     SwiGLU,
+    causal_mask,
     cross_entropy,
     default_d_ff,
     scaled_dot_product_attention,
@@ -54,7 +55,6 @@ def test_rmsnorm_matches_torch_and_keeps_dtype():
 def test_silu_swiglu():
     x = torch.randn(100)
     torch.testing.assert_close(silu(x), F.silu(x))
-    torch.testing.assert_close(silu(x, fused=True), silu(x))
     assert default_d_ff(512) == 1408 and default_d_ff(768) == 2048
     ff = SwiGLU(16, 48)
     y = torch.randn(2, 16)
@@ -79,43 +79,13 @@ def test_cross_entropy_matches_torch_even_for_huge_logits():
 
 
 
-@pytest.mark.parametrize("scale", [1.0, 1e4])
-@pytest.mark.parametrize("reuse", [False, True])
-def test_fused_cross_entropy_gives_the_loss_and_gradients_of_the_teaching_one(scale, reuse):
-    """fused=True (log_softmax forward, gradient written in its output's memory) against the formula."""
-    torch.manual_seed(0)
-    h = torch.randn(2, 5, 8, requires_grad=True)
-    w = (torch.randn(50, 8) * scale).requires_grad_()
-    targets = torch.randint(0, 50, (2, 5))
-    results = []
-    for fused in (False, True):
-        logits = h @ w.T
-        loss = cross_entropy(logits, targets, fused=fused, reuse_logits=reuse)
-        results.append((loss, *torch.autograd.grad(loss, (h, w))))
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * scale)
-    torch.testing.assert_close(results[1][0], F.cross_entropy((h @ w.T).view(-1, 50), targets.view(-1)))
-    gradient = (torch.softmax(h.detach() @ w.detach().T, -1) - F.one_hot(targets, 50)) / 10
-    if reuse:  # the logits' memory ends up holding their gradient
-        torch.testing.assert_close(logits.detach(), gradient, rtol=1e-5, atol=1e-6)
-    else:      # the caller's logits are left as they were
-        assert torch.equal(logits, h @ w.T)
-
-
-def test_fused_cross_entropy_from_bf16_logits():
-    logits = torch.randn(4, 30).bfloat16().requires_grad_()
-    targets = torch.randint(0, 30, (4,))
-    cross_entropy(logits, targets, fused=True).backward()
-    expected = (torch.softmax(logits.detach().float(), -1) - F.one_hot(targets, 30)) / 4
-    torch.testing.assert_close(logits.grad.float(), expected, atol=1e-2, rtol=0)
-
-
-@pytest.mark.parametrize("fused", [False, True])
-def test_attention_matches_torch(fused):
+def test_attention_matches_torch():
     q, k, v = torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 4)
-    mask = torch.ones(6, 6, dtype=torch.bool).tril()
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask, fused=fused), expected)
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, causal_mask(6, 6)), expected)
+    # queries after a cached past: the last 2 of 6 positions
+    expected = F.scaled_dot_product_attention(q[..., 4:, :], k, v, attn_mask=torch.ones(2, 6, dtype=torch.bool).tril(4))
+    torch.testing.assert_close(scaled_dot_product_attention(q[..., 4:, :], k, v, causal_mask(2, 6)), expected)
 
 
 def test_rope_rotates_pairs_and_depends_on_offset_only():
@@ -144,9 +114,6 @@ def test_attention_is_causal():
     x2[:, 6:] += 1.0  # change the future
     torch.testing.assert_close(attn(x2)[:, :6], y[:, :6])
     assert not torch.allclose(attn(x2)[:, 6:], y[:, 6:])
-    fused = MultiHeadSelfAttention(16, 4, attn.rope, fused=True)
-    fused.load_state_dict(attn.state_dict())
-    torch.testing.assert_close(fused(x), y, atol=1e-6, rtol=1e-5)
 
 
 def test_attention_weights_are_causal_rows_of_probabilities():
@@ -165,14 +132,14 @@ def test_attention_weights_are_causal_rows_of_probabilities():
 def test_attention_trace_ends_in_forward_and_its_weights():
     import torch
 
-    from lmcore.nn import MultiHeadSelfAttention, RotaryPositionalEmbedding, attention_probs
+    from lmcore.nn import MultiHeadSelfAttention, RotaryPositionalEmbedding
 
     torch.manual_seed(0)
     attn = MultiHeadSelfAttention(8, 2, rope=RotaryPositionalEmbedding(10_000.0, 4, 16), dtype=torch.float64)
     x = torch.randn(5, 8, dtype=torch.float64)
     t = attn.trace(x)
     assert torch.allclose(t["output"], attn(x), atol=1e-6)
-    assert torch.allclose(t["weights"], attention_probs(t["q_rope"], t["k_rope"], causal=True))
+    assert torch.allclose(t["weights"], attn.attention_weights(x))
     assert t["scores"].shape == (2, 5, 5) and torch.isinf(t["masked"][:, 0, 1:]).all()
     assert not torch.equal(t["q"], t["q_rope"])  # RoPE moved every position but the first
     assert torch.allclose(t["q"][:, 0], t["q_rope"][:, 0], atol=1e-6)  # position 0: a rotation by angle 0

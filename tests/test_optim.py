@@ -26,18 +26,36 @@ def _train(model, opt, steps=100):
     return loss.item()
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["per-parameter", "fused"])
+@pytest.mark.parametrize("fused", [False, True], ids=["torch-foreach", "torch-fused"])
 def test_adamw_tracks_torch_over_100_steps(fused):
+    """The teaching AdamW against torch's, and against the fused kernel that training runs."""
     ours, ref = _model(), _model()
     groups = lambda m: [  # noqa: E731
         {"params": [p for n, p in m.named_parameters() if "ln" not in n]},
         {"params": [p for n, p in m.named_parameters() if "ln" in n], "weight_decay": 0.0, "lr": 5e-4},
     ]
     kw = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    _train(ours, AdamW(groups(ours), **kw, fused=fused))
-    _train(ref, torch.optim.AdamW(groups(ref), **kw))
+    _train(ours, AdamW(groups(ours), **kw))
+    _train(ref, torch.optim.AdamW(groups(ref), **kw, fused=fused))
     for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+def test_clip_grad_norm_equals_torch_and_leaves_small_gradients_alone():
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in ((3, 4), (5,), (2, 2, 2))]
+    for p in params:
+        p.grad = torch.randn(p.shape) * 3
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for c, p in zip(copies, params):
+        c.grad = p.grad.clone()
+    ours = clip_grad_norm(params, 1.0)
+    theirs = torch.nn.utils.clip_grad_norm_(copies, 1.0)
+    torch.testing.assert_close(ours, theirs)
+    for a, b in zip(params, copies):
+        torch.testing.assert_close(a.grad, b.grad)
+    small = [g.clone() for g in (p.grad for p in params)]
+    clip_grad_norm(params, 100.0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, small))
 
 
 def test_adamw_state_saves_and_loads():
