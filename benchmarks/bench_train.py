@@ -111,7 +111,8 @@ def contenders(shape: str, workdir: Path, kernels: str) -> dict:
     rng = np.random.default_rng(0)
     ids = rng.integers(0, c.vocab_size, 400_000)
     path = save_tokens(workdir / f"{shape}.uint16", ids, c.vocab_size)
-    config = TrainConfig(train_path=str(path), out_dir=str(workdir / f"run-{shape}-{kernels}"), model=c, kernels=kernels, batch_size=batch,
+    config = TrainConfig(train_path=str(path), out_dir=str(workdir / f"run-{shape}-{kernels}"), model=c, kernels=kernels,
+                         batch_size=batch,
                          max_steps=10**9, warmup_steps=10, device="cpu", progress=False, overwrite=True)
     torch.manual_seed(0)
     run = _Run(config)
