@@ -1,7 +1,7 @@
 """Resource accounting: parameters, FLOPs, memory and time, as formulas of a ``ModelConfig``.
 
-Every formula here is checked against a measurement in ``tests/test_accounting.py``: parameter
-counts against ``TransformerLM``, FLOPs against ``torch.utils.flop_counter.FlopCounterMode``,
+Each formula is checked against a measurement in ``tests/test_accounting.py`` and in chapter 4:
+parameter counts against ``TransformerLM``, FLOPs against ``torch.utils.flop_counter.FlopCounterMode``,
 activation memory against the tensors autograd saves for the backward pass.
 
 Conventions. A matrix product of ``(m, k)`` by ``(k, n)`` costs ``2 m n k`` FLOPs (one multiply
@@ -12,29 +12,13 @@ math path computes it (the causal mask discards half, but the products are still
 
 from __future__ import annotations
 
-import torch
-
-from .model import ModelConfig, TransformerLM
+from .model import ModelConfig
 
 __all__ = [
-    "GPT2_CONFIGS",
-    "PEAK_FLOPS",
-    "peak_flops",
-    "parameter_counts",
-    "forward_flops",
-    "training_flops",
-    "flop_proportions",
-    "attention_overtakes_ffn",
-    "six_nd_ratio",
-    "training_flops_per_token",
-    "adamw_step_flops",
-    "activation_elements",
-    "BYTES_PER_VALUE",
-    "memory_bytes",
-    "largest_batch",
-    "training_seconds",
-    "mfu",
-    "saved_activation_bytes",
+    "GPT2_CONFIGS", "PEAK_FLOPS", "peak_flops", "parameter_counts", "forward_flops", "training_flops",
+    "flop_proportions", "attention_overtakes_ffn", "six_nd_ratio", "training_flops_per_token",
+    "adamw_step_flops", "activation_elements", "BYTES_PER_VALUE", "memory_bytes", "largest_batch",
+    "training_seconds", "mfu",
 ]
 
 #: GPT-2's four sizes as TransformerLM configs (SwiGLU feed-forward with d_ff = 4 d_model).
@@ -76,41 +60,59 @@ def peak_flops(device_name: str, dtype: str = "bf16") -> float:
 
 
 def parameter_counts(config: ModelConfig) -> dict[str, int]:
-    """Parameters by component; ``total`` equals ``TransformerLM(config).num_parameters()``."""
+    """Parameters of ``TransformerLM(config)`` by component, and their ``total``.
+
+    No layer has a bias, so every count is a matrix's rows times its columns (or a norm's gain
+    vector): the size follows from vocabulary, width, depth and d_ff (heads and context add nothing).
+    """
     c = config
-    norms_per_layer = 0 if c.norm == "none" else 2 * c.d_model
-    ffn_mats = 3 if c.ffn == "swiglu" else 2
+    # SwiGLU's feed-forward has three d_model x d_ff matrices (W1, W2, W3); the plain one two
+    ffn_matrices = 3 if c.ffn == "swiglu" else 2
+    # an RMSNorm is one gain of d_model values: two a layer (one per branch) and a final one
+    norms = 0 if c.norm == "none" else (2 * c.num_layers + 1) * c.d_model
     counts = {
-        "token embeddings": c.vocab_size * c.d_model,
-        "attention": c.num_layers * 4 * c.d_model * c.d_model,
-        "feed-forward": c.num_layers * ffn_mats * c.d_model * c.d_ff,
-        "norms": c.num_layers * norms_per_layer + (0 if c.norm == "none" else c.d_model),
-        "LM head": c.d_model * c.vocab_size,
+        "token embeddings": c.vocab_size * c.d_model,  # one row of d_model per token id
+        "attention": c.num_layers * 4 * c.d_model * c.d_model,  # W_q, W_k, W_v, W_o, each d x d
+        "feed-forward": c.num_layers * ffn_matrices * c.d_model * c.d_ff,
+        "norms": norms,
+        "LM head": c.d_model * c.vocab_size,  # untied: its own matrix, not the embedding table
     }
-    counts["total"] = sum(counts.values())
+    counts["total"] = sum(counts.values())  # RoPE adds nothing: its rotations are fixed, not learned
     return counts
 
 
 def forward_flops(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> dict[str, int]:
-    """Matrix-multiply FLOPs of one forward pass, by component, summed over layers, plus ``total``."""
+    """Matrix-multiply FLOPs of one forward pass, by component and summed over layers, and ``total``.
+
+    ``batch_size`` sequences of ``seq_len`` tokens (default: the context length). Each product of
+    ``(m, k)`` by ``(k, n)`` is ``2 m n k``. The projections have one row per token, so they grow as
+    B T; attention's two products compare every token with every token, so they grow as B T^2.
+    """
     c = config
     t = seq_len or c.context_length
-    bt = batch_size * t
-    ffn_mats = 3 if c.ffn == "swiglu" else 2
-    flops = {
-        "q/k/v projections": c.num_layers * 3 * 2 * bt * c.d_model * c.d_model,
-        "attention scores (QK^T)": c.num_layers * 2 * batch_size * t * t * c.d_model,
-        "attention-weighted values": c.num_layers * 2 * batch_size * t * t * c.d_model,
-        "output projection": c.num_layers * 2 * bt * c.d_model * c.d_model,
-        "feed-forward": c.num_layers * ffn_mats * 2 * bt * c.d_model * c.d_ff,
-        "LM head": 2 * bt * c.d_model * c.vocab_size,
+    tokens = batch_size * t  # the rows of every projection's input
+    ffn_matrices = 3 if c.ffn == "swiglu" else 2
+    per_layer = {
+        # x (tokens, d) times each of W_q, W_k, W_v (d, d)
+        "q/k/v projections": 3 * 2 * tokens * c.d_model * c.d_model,
+        # per head Q (T, d_head) times K^T (d_head, T); the heads' d_head add up to d_model
+        "attention scores (QK^T)": 2 * batch_size * t * t * c.d_model,
+        # per head the weights (T, T) times V (T, d_head)
+        "attention-weighted values": 2 * batch_size * t * t * c.d_model,
+        # the heads side by side (tokens, d) times W_o (d, d)
+        "output projection": 2 * tokens * c.d_model * c.d_model,
+        # each matrix maps d to d_ff (or back): tokens x d x d_ff terms either way
+        "feed-forward": ffn_matrices * 2 * tokens * c.d_model * c.d_ff,
     }
+    flops = {name: c.num_layers * f for name, f in per_layer.items()}
+    # once, after the last layer: (tokens, d) times the LM head (d, vocab) gives the logits
+    flops["LM head"] = 2 * tokens * c.d_model * c.vocab_size
     flops["total"] = sum(flops.values())
     return flops
 
 
 def flop_proportions(config: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
-    """Each component's share of the forward FLOPs (batch size cancels)."""
+    """Each component's share of the forward FLOPs (the batch size cancels out)."""
     flops = forward_flops(config, 1, seq_len)
     total = flops.pop("total")
     return {k: v / total for k, v in flops.items()}
@@ -131,6 +133,7 @@ def six_nd_ratio(config: ModelConfig, seq_len: int | None = None) -> float:
     the embedding table; D: tokens). Above 1 by the attention terms the rule leaves out."""
     t = seq_len or config.context_length
     counts = parameter_counts(config)
+    # the embedding lookup and the norms' gains multiply no matrix: they spend no product FLOPs
     n = counts["total"] - counts["token embeddings"] - counts["norms"]
     return training_flops(config, 1, t) / (6 * n * t)
 
@@ -157,36 +160,36 @@ def adamw_step_flops(config: ModelConfig) -> int:
 
 
 def activation_elements(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> dict[str, int]:
-    """Elements of the activations kept for the backward pass, by component (all layers).
+    """Elements of the activations kept for the backward pass, by component (all layers), and ``total``.
 
-    Per layer: the inputs of the two RMSNorms, q, k and v, the score matrix QK^T and the softmax
-    output (each ``heads x T x T``), the weighted values, the output projection's result, the
-    feed-forward's hidden activations (W1, its SiLU, and for SwiGLU W3's output and the gate
-    product SiLU(W1 x) * W3 x, which is W2's input) and W2's result; then the final norm, the
-    logits and the cross-entropy's softmax.
+    Backward needs what the forward computed: a product's weight gradient needs its input, a
+    softmax's gradient its output. So the forward pass keeps them, here one tensor per component
+    (autograd keeps a little more; the tests measure how much). Unlike the weights, they grow with the batch.
     """
     c = config
     t = seq_len or c.context_length
-    bt = batch_size * t
-    scores = batch_size * c.num_heads * t * t
-    norms = 0 if c.norm == "none" else 2 * bt * c.d_model
-    hidden = (3 if c.ffn == "swiglu" else 2) * bt * c.d_ff
-    per = {
-        "RMSNorms": c.num_layers * norms,
-        "q/k/v projections": c.num_layers * 3 * bt * c.d_model,
-        "QK^T": c.num_layers * scores,
-        "softmax": c.num_layers * scores,
-        "weighted values": c.num_layers * bt * c.d_model,
-        "output projection": c.num_layers * bt * c.d_model,
-        "W1, SiLU (and W3)": c.num_layers * hidden,
-        "gate product (SwiGLU)": c.num_layers * bt * c.d_ff if c.ffn == "swiglu" else 0,
-        "W2": c.num_layers * bt * c.d_model,
-        "final norm": 0 if c.norm == "none" else bt * c.d_model,
-        "output embedding (logits)": bt * c.vocab_size,
-        "cross-entropy": bt * c.vocab_size,
+    tokens = batch_size * t
+    scores = batch_size * c.num_heads * t * t  # one (T, T) matrix per head and sequence
+    swiglu = c.ffn == "swiglu"
+    per_layer = {
+        "RMSNorms": 0 if c.norm == "none" else 2 * tokens * c.d_model,  # the inputs of the two norms
+        "q/k/v projections": 3 * tokens * c.d_model,  # q, k and v, inputs of QK^T and the weighting
+        "QK^T": scores,  # the scores, input of the softmax
+        "softmax": scores,  # the attention weights, input of weights x V
+        "weighted values": tokens * c.d_model,  # the heads' output, input of W_o
+        "output projection": tokens * c.d_model,  # W_o's result, added to the residual stream
+        # W1's output and its SiLU (and W3's output, for SwiGLU): d_ff wide each
+        "W1, SiLU (and W3)": (3 if swiglu else 2) * tokens * c.d_ff,
+        "gate product (SwiGLU)": tokens * c.d_ff if swiglu else 0,  # SiLU(W1 x) * W3 x, input of W2
+        "W2": tokens * c.d_model,  # the feed-forward's result
     }
-    per["total"] = sum(per.values())
-    return per
+    elements = {name: c.num_layers * n for name, n in per_layer.items()}
+    # once, after the last layer: the final norm's input, the logits and the loss's softmax
+    elements["final norm"] = 0 if c.norm == "none" else tokens * c.d_model
+    elements["output embedding (logits)"] = tokens * c.vocab_size
+    elements["cross-entropy"] = tokens * c.vocab_size
+    elements["total"] = sum(elements.values())
+    return elements
 
 
 #: Bytes per value of each part of training memory. ``fp32``: everything in float32. ``mixed``, the
@@ -203,26 +206,28 @@ BYTES_PER_VALUE: dict[str, dict[str, int]] = {
 def memory_bytes(config: ModelConfig, batch_size: int = 1, precision: str = "fp32") -> dict[str, int]:
     """Peak training memory with AdamW, by part, in ``precision`` (a key of :data:`BYTES_PER_VALUE`).
 
-    Parameters, gradients, master weights and AdamW's two moments cost bytes per parameter, fixed;
-    activations cost bytes per :func:`activation_elements` element, so they grow with the batch.
+    Memory is ``a * batch_size + b``: the parameters, their gradients, the master weights and
+    AdamW's two moments are a fixed number of bytes per parameter (``b``), the activations a number
+    of bytes per :func:`activation_elements` element, which grow with the batch (``a``).
     """
     if precision not in BYTES_PER_VALUE:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(BYTES_PER_VALUE)}")
     n = parameter_counts(config)["total"]
     width = BYTES_PER_VALUE[precision]
-    parts = {part: n * size for part, size in width.items() if part != "activations"}
+    # the fixed part: one value per parameter for each (AdamW's width counts its two moments, m and v)
+    parts = {part: n * width[part] for part in ("parameters", "gradients", "master weights", "AdamW state")}
+    # the part that grows with the batch
     parts["activations"] = activation_elements(config, batch_size)["total"] * width["activations"]
     parts["total"] = sum(parts.values())
     return parts
 
 
 def largest_batch(config: ModelConfig, budget_bytes: float, precision: str = "fp32") -> int:
-    """The largest batch whose :func:`memory_bytes` fits ``budget_bytes`` (memory is ``a * batch + b``)."""
-    b = memory_bytes(config, 0, precision)["total"]
-    a = memory_bytes(config, 1, precision)["total"] - b
-    if budget_bytes < b + a:
-        return 0
-    return int((budget_bytes - b) // a)
+    """The largest batch whose :func:`memory_bytes` fits ``budget_bytes`` (0 if not even one does)."""
+    b = memory_bytes(config, 0, precision)["total"]  # batch 0: the fixed part alone
+    a = memory_bytes(config, 1, precision)["total"] - b  # what each sequence adds
+    # solve a * batch + b <= budget for the largest whole batch
+    return max(0, int((budget_bytes - b) // a))
 
 
 def training_seconds(
@@ -237,27 +242,3 @@ def training_seconds(
 def mfu(achieved_flops_per_second: float, device_name: str, dtype: str = "bf16") -> float:
     """Model FLOPs utilisation: achieved over the peak of the accelerator named in ``device_name``."""
     return achieved_flops_per_second / peak_flops(device_name, dtype)
-
-
-def saved_activation_bytes(model: TransformerLM, token_ids: torch.Tensor) -> int:
-    """Bytes of the tensors autograd saves for backward in one forward + cross-entropy (measured).
-
-    Parameters (saved by matrix products, but they are memory already counted) are left out, and a
-    tensor saved twice counts once.
-    """
-    from .nn import cross_entropy
-
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = model(token_ids[:, :-1])
-        cross_entropy(logits, token_ids[:, 1:])
-    return sum(seen.values())
-
