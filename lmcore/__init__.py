@@ -11,6 +11,7 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.kernels`: the model's fast layer, the same computations in fused kernels.
 - :mod:`lmcore.interop`: weights to and from Hugging Face's Llama.
 - :mod:`lmcore.accounting`: parameters, FLOPs, memory and time as formulas.
+- :mod:`lmcore.measure`: memory measured, to hold those formulas against.
 - :mod:`lmcore.optim`: SGD toy, AdamW, cosine schedule, gradient clipping.
 - :mod:`lmcore.tokenfile`: token id files on disk, with the JSON that describes them.
 - :mod:`lmcore.dataset`: training data as memory-mapped ids, and batches of windows.
@@ -79,7 +80,8 @@ _EXPORTS = {
 }
 _MODULES = [
     "accounting", "budget", "checkpoint", "config", "data", "dataset", "device", "experiments", "generate", "interop",
-    "kernels", "model", "nn", "optim", "plotting", "safety", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
+    "kernels", "measure",
+    "model", "nn", "optim", "plotting", "safety", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
         generate,
         interop,
         kernels,
+        measure,
         model,
         nn,
         optim,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["SGD", "AdamW", "adamw_by_hand", "cosine_lr", "clip_grad_norm", "sgd_toy", "adamw_state_bytes"]
+__all__ = ["SGD", "AdamW", "adamw_by_hand", "cosine_lr", "clip_grad_norm", "sgd_toy"]
 
 
 class SGD(torch.optim.Optimizer):
@@ -170,8 +170,3 @@ def sgd_toy(lr: float, steps: int = 10, seed: int = 0) -> list[float]:
         loss.backward()
         opt.step()
     return losses
-
-
-def adamw_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held in an optimiser's state tensors (measured, not computed from a formula)."""
-    return sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))

@@ -5,9 +5,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lmcore import accounting as acc
+from lmcore.measure import adamw_state_bytes, saved_activation_bytes
 from lmcore.model import ModelConfig, TransformerLM
-from lmcore.nn import cross_entropy
-from lmcore.optim import AdamW, adamw_state_bytes
+from lmcore.optim import AdamW
 
 CONFIGS = [
     ModelConfig(vocab_size=300, context_length=32, d_model=64, num_layers=2, num_heads=4, d_ff=None),
@@ -16,26 +16,6 @@ CONFIGS = [
     ModelConfig(vocab_size=257, context_length=24, d_model=32, num_layers=4, num_heads=2, d_ff=64, norm="post", position="none"),
 ]
 IDS = ["swiglu", "silu", "no-norm", "post-norm-nope"]
-
-
-def saved_activation_bytes(model: TransformerLM, token_ids: torch.Tensor) -> int:
-    """Bytes of the tensors autograd saves for backward in one forward + cross-entropy (measured).
-
-    Parameters (saved by matrix products, but memory already counted) are left out, and a tensor
-    saved twice counts once. Chapter 4 measures the same way, in a cell of its own.
-    """
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        cross_entropy(model(token_ids[:, :-1]), token_ids[:, 1:])
-    return sum(saved.values())
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)

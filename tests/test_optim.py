@@ -122,7 +122,7 @@ def test_sgd_toy_converges_or_diverges_as_the_algebra_says():
 
 
 def test_state_bytes_is_two_float32_copies():
-    from lmcore.optim import adamw_state_bytes
+    from lmcore.measure import adamw_state_bytes
 
     model = _model()
     opt = AdamW(model.parameters())
