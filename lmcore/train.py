@@ -93,8 +93,8 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, tokens: np.ndarray, config: TrainConfig, device: torch.device, loss: Loss,
-             amp: torch.dtype | None = None) -> float:
+def evaluate(model: torch.nn.Module, tokens: np.ndarray, config: TrainConfig, device: torch.device,
+             loss: Loss = cross_entropy, amp: torch.dtype | None = None) -> float:
     """Mean loss on ``eval_batches`` fixed batches of validation windows (the same ones every
     call), under autocast to ``amp`` (bf16 or fp16) when given."""
     model.eval()
