@@ -44,7 +44,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 class StopSignals:
     """While active, SIGINT and SIGTERM only record that a stop was asked for.
 
-    The loop looks at :attr:`signum` between steps, so a checkpoint never holds half a step. A
+    The loop looks at ``signum`` between steps, so a checkpoint never holds half a step. A
     second SIGINT raises ``KeyboardInterrupt`` at once (the last checkpoint stays as it was).
     Outside the main thread signals cannot be caught and nothing changes.
     """
