@@ -282,12 +282,9 @@ class MultiHeadSelfAttention(nn.Module):
             q, k = self.rope(q, pos), self.rope(k, pos)
         return q, k, v
 
-    def attention_weights(self, x: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def attention_weights(self, x: Tensor) -> Tensor:
         """The causal attention matrix of every head, ``(..., heads, seq, seq)``; rows sum to 1."""
-        q, k, _ = self._qkv(x, token_positions)
-        n = q.shape[-2]
-        scores = (q @ k.transpose(-2, -1) / math.sqrt(self.d_head)).masked_fill(~causal_mask(n, n, x.device), float("-inf"))
-        return softmax(scores, dim=-1)
+        return self.trace(x)["weights"]
 
     def trace(self, x: Tensor) -> dict[str, Tensor]:
         """Every stage of causal attention on ``x (seq, d_model)``, for reading; positions ``0..seq-1``.

@@ -139,7 +139,7 @@ def test_attention_trace_ends_in_forward_and_its_weights():
     x = torch.randn(5, 8, dtype=torch.float64)
     t = attn.trace(x)
     assert torch.allclose(t["output"], attn(x), atol=1e-6)
-    assert torch.allclose(t["weights"], attn.attention_weights(x))
+    torch.testing.assert_close(t["weights"], torch.softmax(t["masked"], dim=-1))
     assert t["scores"].shape == (2, 5, 5) and torch.isinf(t["masked"][:, 0, 1:]).all()
     assert not torch.equal(t["q"], t["q_rope"])  # RoPE moved every position but the first
     assert torch.allclose(t["q"][:, 0], t["q_rope"][:, 0], atol=1e-6)  # position 0: a rotation by angle 0

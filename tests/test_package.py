@@ -85,3 +85,16 @@ def test_the_torch_lower_bound_is_the_same_everywhere():
     assert re.search(r"^torch>=([\d.]+)", (root / "requirements.txt").read_text(), re.M).group(1) == need
     assert f'"torch>={need}"' in (root / "pyproject.toml").read_text()
     assert f"torch>={need}" in (root / "README.md").read_text()
+
+
+def test_the_readme_lists_the_teaching_core_with_its_current_line_counts():
+    """README's teaching-core and fast-layer tables: every module exists and its line count is today's."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(lmcore/[\w/]+\.py)` \|.*\| (\d+) \|$", readme, flags=re.M)
+    assert len(rows) >= 12, rows
+    for path, lines in rows:
+        assert len((root / path).read_text(encoding="utf-8").splitlines()) == int(lines), path
