@@ -8,7 +8,7 @@ same vocab size and special token), on the 2 MiB TinyStories sample and on the s
 ``--repeat`` times. Every measurement runs in a fresh process; peak memory is that process's
 maximum RSS plus its largest worker's (``getrusage``), so it bounds what the job needed.
 
-Encoding: GPT-2's ranks, one process and one thread, lmcore vs tiktoken vs HF tokenizers, in
+Encoding: GPT-2's ranks, one process and one thread, lmcore (``FastTokenizer``, the default) vs tiktoken vs HF tokenizers, in
 MB/s, cold and warm, on four kinds of text: TinyStories (the domain the book trains on) and the
 three of :mod:`lmcore.texts` (English technical prose, Python source, eight-script text); then
 ``Tokenizer.encode_file`` with 2 workers vs 1 on the large input (best of 3, each from an empty
@@ -59,8 +59,7 @@ def read_text(kind: str) -> str:
 def child(task: str, path: str, workers: int, vocab_size: int) -> dict:
     """One measurement, in this (fresh) process."""
     from lmcore.data import fetch
-    from lmcore.tokenizer import GPT2_PATTERN, Tokenizer, train_bpe
-    from lmcore.tokenizer.pretokenize import pretokenize
+    from lmcore.tokenizer import GPT2_PATTERN, FastTokenizer, pretokenize, train_bpe
 
     if task == "train-lmcore":
         t = time.perf_counter()
@@ -94,8 +93,8 @@ def child(task: str, path: str, workers: int, vocab_size: int) -> dict:
         text = read_text(path)
         size_mb = len(text.encode("utf-8")) / 1e6
 
-        def lmcore_tok():
-            return Tokenizer.from_files(vocab, merges, [EOT])
+        def lmcore_tok():  # the library's default: the fast layer (load_gpt2 returns one)
+            return FastTokenizer.from_files(vocab, merges, [EOT])
 
         def hf_tok():
             hf = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
@@ -131,7 +130,7 @@ def child(task: str, path: str, workers: int, vocab_size: int) -> dict:
         # a fresh tokenizer (empty cache) for each of 3 runs, so 1 and 2 workers both start cold; best of 3
         times = []
         for _ in range(3):
-            tok = Tokenizer.from_files(vocab, merges, [EOT])
+            tok = FastTokenizer.from_files(vocab, merges, [EOT])
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 tok.encode_file(path, Path(tmp) / "ids.bin", num_workers=workers)

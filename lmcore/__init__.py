@@ -66,6 +66,7 @@ _EXPORTS = {
     "matmul_flops_per_second": "device",
     "check_device": "device",
     "Tokenizer": "tokenizer",
+    "FastTokenizer": "tokenizer",
     "load_gpt2": "tokenizer",
     "train_bpe": "tokenizer",
     "ModelConfig": "model",

@@ -1,29 +1,19 @@
 """Byte-level BPE: training (:func:`train_bpe`) and the tokenizer (:class:`Tokenizer`).
 
 ``pretokenize`` cuts text, ``train`` learns merges, ``tokenizer`` applies them, and ``gpt2``
-reads and writes GPT-2's file format.
+reads and writes GPT-2's file format: the reference, written to be read. ``fast`` (with
+``batch``) holds the faster versions the defaults use, tested equal; ``profiling`` measures them.
 """
 
+from .fast import FastTokenizer, fast_merge_pretokens, fast_pretokenize
 from .gpt2 import bytes_to_unicode, read_vocab_merges, write_vocab_merges
-from .merge import apply_merge
-from .pretokenize import ENDOFTEXT, GPT2_PATTERN, count_pretokens, find_chunk_boundaries
-from .tokenizer import Tokenizer, encode_speed, load_gpt2
-from .train import merge_pretokens, profile_training, trace_bpe, train_bpe
+from .pretokenize import ENDOFTEXT, GPT2_PATTERN, count_pretokens, find_chunk_boundaries, pretokenize
+from .profiling import encode_speed, profile_training
+from .tokenizer import Tokenizer, load_gpt2
+from .train import apply_merge, merge_pretokens, train_bpe
 
 __all__ = [
-    "ENDOFTEXT",
-    "GPT2_PATTERN",
-    "Tokenizer",
-    "apply_merge",
-    "bytes_to_unicode",
-    "count_pretokens",
-    "encode_speed",
-    "find_chunk_boundaries",
-    "load_gpt2",
-    "merge_pretokens",
-    "profile_training",
-    "read_vocab_merges",
-    "trace_bpe",
-    "train_bpe",
-    "write_vocab_merges",
+    "ENDOFTEXT", "GPT2_PATTERN", "FastTokenizer", "Tokenizer", "apply_merge", "bytes_to_unicode", "count_pretokens",
+    "encode_speed", "fast_merge_pretokens", "fast_pretokenize", "find_chunk_boundaries", "load_gpt2",
+    "merge_pretokens", "pretokenize", "profile_training", "read_vocab_merges", "train_bpe", "write_vocab_merges"
 ]

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
+from .fast import FastTokenizer
 from .pretokenize import ENDOFTEXT
-from .tokenizer import Tokenizer
 from .train import train_bpe
 
 
@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             specials = args.special if args.special is not None else [ENDOFTEXT]
             vocab, merges = train_bpe(args.input, args.vocab_size, specials, num_workers=args.workers, progress=True,
                                       errors=args.errors)
-            Tokenizer(vocab, merges, specials).save(args.out)
+            FastTokenizer(vocab, merges, specials).save(args.out)
             print(f"{len(vocab)} tokens, {len(merges)} merges -> {args.out} ({time.perf_counter() - start:.1f} s)")
         else:
-            tok = Tokenizer.load(args.tokenizer)
+            tok = FastTokenizer.load(args.tokenizer)
             n = tok.encode_file(args.input, args.out, num_workers=args.workers, progress=True, errors=args.errors)
             print(f"{n:,} tokens -> {args.out} ({time.perf_counter() - start:.1f} s)")
     except (OSError, ValueError) as err:

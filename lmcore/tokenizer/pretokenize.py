@@ -14,30 +14,20 @@ cuts it the same way. A cut is only made where it cannot change the result (see
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
-import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import regex
 from tqdm import tqdm
 
 __all__ = [
-    "ENDOFTEXT",
-    "GPT2_PATTERN",
-    "PRETOKEN_RE",
-    "pretokenize",
-    "check_special_tokens",
-    "special_token_re",
-    "split_special",
-    "first_safe_cut",
-    "last_safe_cut",
-    "find_chunk_boundaries",
-    "read_utf8",
-    "count_pretokens",
-    "worker_pool",
+    "ENDOFTEXT", "GPT2_PATTERN", "PRETOKEN_RE", "pretokenize", "check_special_tokens", "special_token_re",
+    "split_special", "first_safe_cut", "last_safe_cut", "find_chunk_boundaries", "read_utf8", "count_pretokens",
+    "worker_pool"
 ]
 
 #: The document separator of GPT-2 and TinyStories, the default special token everywhere.
@@ -48,19 +38,6 @@ ENDOFTEXT = "<|endoftext|>"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
 
-#: The same pattern for ASCII text, in Python's built-in ``re``, which runs it about twice as fast
-#: as ``regex`` runs the Unicode one. On ASCII input the two match alike: ASCII's letters
-#: (``\p{L}``) are ``A-Za-z``, its digits (``\p{N}``) ``0-9``, and its Unicode white space (``\s``)
-#: the six characters of ``_WS`` (not ``\x1c-\x1f``, which ``re``'s own ``\s`` would add).
-_WS = "\t\n\x0b\x0c\r "
-ASCII_PRETOKEN_RE = re.compile(
-    rf"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
-)
-_NON_ASCII = regex.compile(r"[^\x00-\x7f]+")
-#: A non-ASCII letter, number or white space: the characters the ASCII pattern would misread.
-#: Any other character (curly quotes, dashes, symbols) it reads as GPT-2's pattern does, as
-#: neither letter, number nor space.
-_MISREAD = regex.compile(r"(?V1)[[\p{L}\p{N}\s]--[\x00-\x7f]]")
 _CUT = regex.compile(r"\S(?=\s)")
 _LAST_CUT = regex.compile(r"(?r)\S(?=\s)")
 
@@ -156,35 +133,13 @@ def last_safe_cut(text: str, special_re: regex.Pattern | None, longest: int) -> 
 
 
 def pretokenize(text: str) -> list[str]:
-    """GPT-2's pre-tokens of ``text`` (a piece without special tokens): ``PRETOKEN_RE.findall(text)``.
+    """GPT-2's pre-tokens of ``text`` (a piece without special tokens), in order.
 
-    ASCII text goes to :data:`ASCII_PRETOKEN_RE`, twice as fast, and so does text whose other
-    characters are all punctuation or symbols (a story with curly quotes), which that pattern reads
-    alike. Text with a few non-ASCII letters, numbers or spaces (source code with one accented
-    name) is cut where a cut changes nothing (between a non-space and a white-space character, see
-    :func:`first_safe_cut`) around each such stretch: those stretches go to ``PRETOKEN_RE``, the
-    text between them to the fast pattern. Text with many of them goes to ``PRETOKEN_RE`` whole.
+    One regular expression does it all: each match is a pre-token, and BPE later merges only
+    inside a match. ``pretokenize("Hi, it's 42!")`` is ``['Hi', ',', ' it', "'s", ' 42', '!']``.
+    (``lmcore.tokenizer.fast.fast_pretokenize`` gives the same list faster on ASCII text.)
     """
-    if text.isascii() or not any(_MISREAD.search(run.group()) for run in _NON_ASCII.finditer(text)):
-        return ASCII_PRETOKEN_RE.findall(text)
-    if len(text.encode("utf-8")) - len(text) > len(text) >> 6:  # more than a few percent: not worth the cuts
-        return PRETOKEN_RE.findall(text)
-    out: list[str] = []
-    done = 0  # text[:done] is pre-tokenized
-    pos = 0
-    while (run := _NON_ASCII.search(text, pos)) is not None:
-        pos = run.end()
-        if not _MISREAD.search(run.group()):
-            continue  # punctuation and symbols: the fast pattern reads them alike
-        before = _LAST_CUT.search(text, done, run.start() + 1)  # the last safe cut before the run
-        start = before.end() if before is not None else done
-        after = _CUT.search(text, run.end() + 256)  # a safe cut a little after it, so nearby runs share a stretch
-        end = after.end() if after is not None else len(text)
-        out += ASCII_PRETOKEN_RE.findall(text, done, start)
-        out += PRETOKEN_RE.findall(text, start, end)
-        done = pos = end
-    out += ASCII_PRETOKEN_RE.findall(text, done)
-    return out
+    return PRETOKEN_RE.findall(text)
 
 
 def find_chunk_boundaries(path: str | os.PathLike, n_chunks: int, special_tokens: Sequence[str] = ()) -> list[int]:
@@ -253,14 +208,14 @@ def worker_pool(num_workers: int, initializer=None, initargs: tuple = ()) -> mp.
     return ctx.Pool(num_workers, initializer=initializer, initargs=initargs)
 
 
-def _count_chunk(args: tuple[str, int, int, tuple[str, ...], str]) -> Counter[str]:
-    path, start, end, special_tokens, errors = args
+def _count_chunk(args: tuple[str, int, int, tuple[str, ...], str, Callable[[str], list[str]]]) -> Counter[str]:
+    path, start, end, special_tokens, errors, split = args
     text = read_utf8(path, start, end, errors)
     counts: Counter[str] = Counter()
     special_re = special_token_re(special_tokens)
     for piece, is_special in split_special(text, special_re):
         if not is_special:
-            counts.update(pretokenize(piece))
+            counts.update(split(piece))
     return counts
 
 
@@ -272,29 +227,26 @@ def count_pretokens(
     chunk_bytes: int = 1 << 22,
     progress: bool = False,
     errors: str = "strict",
+    split: Callable[[str], list[str]] = pretokenize,
 ) -> Counter[str]:
     """Count every pre-token of a UTF-8 text file, in parallel worker processes.
 
     Chunks of about ``chunk_bytes`` (cut by :func:`find_chunk_boundaries`) are handed to
     ``num_workers`` processes (default: all cores). Bytes that are not UTF-8 raise
-    ``ValueError`` naming the file and offset, unless ``errors="replace"``.
+    ``ValueError`` naming the file and offset, unless ``errors="replace"``. ``split`` cuts a
+    piece into pre-tokens (:func:`pretokenize`, or the fast layer's equal one).
     """
     path = os.fspath(path)
     specials = tuple(check_special_tokens(special_tokens))
     num_workers = num_workers or os.cpu_count() or 1
     size = os.path.getsize(path)
     bounds = find_chunk_boundaries(path, max(num_workers, -(-size // chunk_bytes)), specials)
-    jobs = [(path, a, b, specials, errors) for a, b in zip(bounds, bounds[1:])]
+    jobs = [(path, a, b, specials, errors, split) for a, b in zip(bounds, bounds[1:])]
     total: Counter[str] = Counter()
-    with tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress) as bar:
-        if num_workers == 1 or len(jobs) == 1:
-            results: Iterable[Counter[str]] = map(_count_chunk, jobs)
-            for (_, a, b, *_), counts in zip(jobs, results):
-                total.update(counts)
-                bar.update(b - a)
-        else:
-            with worker_pool(num_workers) as pool:
-                for (_, a, b, *_), counts in zip(jobs, pool.imap(_count_chunk, jobs)):
-                    total.update(counts)
-                    bar.update(b - a)
+    one = num_workers == 1 or len(jobs) == 1
+    with tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress) as bar, \
+            (contextlib.nullcontext() if one else worker_pool(num_workers)) as pool:
+        for (_, a, b, *_), counts in zip(jobs, (map if one else pool.imap)(_count_chunk, jobs)):
+            total.update(counts)
+            bar.update(b - a)
     return total

@@ -2,18 +2,16 @@
 
 Encoding replays the training: split out special tokens, pre-tokenize, then inside each
 pre-token apply merges in the order they were learned (lowest rank first). Natural text
-repeats its words, so a cache from pre-token to ids does most of the work.
+repeats its words, so a cache from pre-token to ids does most of the work. This is the
+reference; :class:`~lmcore.tokenizer.fast.FastTokenizer` gives the same ids faster.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import operator
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from tqdm import tqdm
 
 from .. import tokenfile
 from . import gpt2
-from .batch import PairRanks, bpe_many
 from .pretokenize import (
     ENDOFTEXT,
     check_special_tokens,
@@ -33,8 +30,9 @@ from .pretokenize import (
     split_special,
     worker_pool,
 )
+from .train import apply_merge
 
-__all__ = ["Tokenizer", "encode_speed", "load_gpt2"]
+__all__ = ["Tokenizer", "load_gpt2"]
 
 FORMAT = "lmcore-bpe"
 FORMAT_VERSION = 1
@@ -44,9 +42,8 @@ class Tokenizer:
     """Byte-level BPE tokenizer built from ``vocab`` (id -> bytes), ``merges`` and special tokens.
 
     Special tokens missing from ``vocab`` are appended with new ids. Every merge must name two
-    tokens of the vocabulary whose concatenation is also in it, else ``ValueError``. Two settings
-    steer how :meth:`encode` meets pre-tokens it has not seen: ``inline_bpe`` (new pre-tokens a
-    piece may run BPE on one by one) and ``lookahead`` (characters batched when there are more).
+    tokens of the vocabulary whose concatenation is also in it, else ``ValueError``. The cache
+    of pre-token ids starts afresh past ``cache_size`` entries, so memory stays bounded.
     """
 
     def __init__(
@@ -84,37 +81,7 @@ class Tokenizer:
         self._special_re = special_token_re(self.special_tokens)
         self._longest_special = max((len(s) for s in self.special_tokens), default=0)
         self._cache_size = cache_size
-        self._pair_ranks = PairRanks(self._rank_of, self._made, self._byte_ids, self.vocab_size)  # the merges as arrays
-        self._whole = self._whole_pretokens()
-        self._cache = _PretokenCache(self)  # pre-token -> ids
-        self.inline_bpe = 16  # new pre-tokens per piece that run BPE on the spot, see encode
-        self.lookahead = 1 << 18  # characters pre-tokenized ahead when more new pre-tokens turn up
-
-    def _whole_pretokens(self) -> dict[str, tuple[int]]:
-        """Pre-token -> ``(id,)`` for each whole token that is text (a piece of a character never is)."""
-        whole = {}
-        for i in self.whole_token_ids.tolist():
-            try:
-                whole[self.vocab[i].decode("utf-8")] = (i,)
-            except UnicodeDecodeError:
-                pass
-        return whole
-
-    def __getstate__(self) -> dict:
-        # sent to encode_file's workers: the whole-token table is rebuilt there, faster than pickled
-        return {k: v for k, v in self.__dict__.items() if k not in ("_whole", "_cache")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._whole = self._whole_pretokens()
-        self._cache = _PretokenCache(self)
-
-    @property
-    def whole_token_ids(self) -> np.ndarray:
-        """Ids of the tokens that BPE on their own bytes leaves whole, proved from the merges alone
-        (``PairRanks._whole_tokens`` in ``lmcore.tokenizer.batch`` has the proof): a new pre-token
-        spelling one of them is encoded without running BPE."""
-        return np.flatnonzero(self._pair_ranks.whole)
+        self._cache: dict[str, list[int]] = {}  # pre-token -> ids
 
     @property
     def vocab_size(self) -> int:
@@ -122,65 +89,34 @@ class Tokenizer:
         return max(self.vocab) + 1
 
     # -- encoding -----------------------------------------------------------------------------
-    def _bpe(self, pretoken: str) -> list[int]:
-        """Apply the merges to one pre-token: ``bpe_pretoken`` with this vocabulary's tables."""
-        return bpe_pretoken(pretoken, self._byte_ids, self._rank_of, self._made)
-
-    def _learn(self, pretokens: Iterable[str]) -> None:
-        """Put every pre-token the cache lacks into it; many new ones go through BPE together.
-
-        A new pre-token that is one token of the vocabulary, proved to stay whole under BPE
-        (``PairRanks.whole``, worked out once from the merges), needs no BPE at all.
-        """
-        pretokens = set(pretokens)
-        new = pretokens.difference(self._cache)
-        if len(self._cache) + len(new) > self._cache_size:  # bounded memory: start afresh
-            self._cache.clear()
-            new = pretokens
-        whole = list(filter(self._whole.__contains__, new))
-        self._cache.update(zip(whole, map(self._whole.__getitem__, whole)))
-        new.difference_update(whole)
-        if len(new) < 64:  # too few to pay for the set-up of a NumPy pass
-            self._cache.update((p, self._bpe(p)) for p in new)
-            return
-        self._cache.update(bpe_many(new, self._pair_ranks))
+    def bpe(self, pretoken: str) -> list[int]:
+        """The ids of one pre-token: its bytes, then merges, lowest rank first, as training made them."""
+        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
+        while len(ids) >= 2:
+            # of the adjacent pairs, the one training merged first (the lowest rank)
+            pair = min(zip(ids, ids[1:]), key=lambda p: self._rank_of.get(p, len(self.merges)))
+            if pair not in self._rank_of:
+                break  # no pair left that training merged
+            # merge it everywhere, left to right: "a a a" with the pair (a, a) gives "aa a"
+            ids = apply_merge(ids, *pair, self._made[self._rank_of[pair]])
+        return ids
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; special tokens become their single ids (longest match wins).
-
-        Each piece between special tokens is pre-tokenized and its pre-tokens' ids read from the
-        cache, a loop that stays in C (``map``, ``chain``). The cache fills in a pre-token it lacks
-        (``_PretokenCache``): at once if it spells a whole token, by BPE on the spot for the
-        first ``inline_bpe`` others of a piece. A piece with more new pre-tokens than that stops:
-        the next ``lookahead`` characters are pre-tokenized too, every new pre-token among them
-        goes through BPE together (:func:`~lmcore.tokenizer.batch.bpe_many`), and the piece is
-        read again. In-domain text brings a few new words per piece; code or a new language
-        brings many, where one NumPy pass over thousands of pre-tokens beats thousands of loops.
-        """
-        out: list[int] = []
-        lookup = self._cache.__getitem__
-        pieces = list(split_special(text, self._special_re))
-        ahead: dict[int, list[str]] = {}  # pieces already pre-tokenized, by index
-        for i, (piece, is_special) in enumerate(pieces):
+        """Token ids of ``text``; special tokens become their single ids (longest match wins)."""
+        ids: list[int] = []
+        # special tokens first, so no pre-token (and no merge) spans one
+        for piece, is_special in split_special(text, self._special_re):
             if is_special:
-                out.append(self.special_ids[piece])
+                ids.append(self.special_ids[piece])
                 continue
-            pretokens = ahead.pop(i) if i in ahead else pretokenize(piece)
-            self._cache.budget = self.inline_bpe
-            done = len(out)
-            try:
-                out.extend(chain.from_iterable(map(lookup, pretokens)))
-            except KeyError:
-                del out[done:]
-                j, chars = i + 1, 0
-                while j < len(pieces) and chars < self.lookahead:
-                    if not pieces[j][1]:
-                        ahead[j] = pretokenize(pieces[j][0])
-                        chars += len(pieces[j][0])
-                    j += 1
-                self._learn(chain(pretokens, *ahead.values()))
-                out.extend(chain.from_iterable(map(lookup, pretokens)))
-        return out
+            for pretoken in pretokenize(piece):
+                # text repeats its words: work each pre-token out once, then look it up
+                if pretoken not in self._cache:
+                    if len(self._cache) >= self._cache_size:
+                        self._cache.clear()  # bounded memory: start afresh
+                    self._cache[pretoken] = self.bpe(pretoken)
+                ids.extend(self._cache[pretoken])
+        return ids
 
     def encode_iterable(self, iterable: Iterable[str], buffer_chars: int = 1 << 16) -> Iterator[int]:
         """Yield the ids of the concatenated strings (a text file handle, say) lazily.
@@ -205,22 +141,18 @@ class Tokenizer:
             yield from self.encode("".join(parts))
 
     # -- decoding -----------------------------------------------------------------------------
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes the ids stand for; an id outside the vocabulary raises ``ValueError``."""
-        try:
-            return b"".join(self.vocab[i] for i in ids)
-        except KeyError as e:
-            raise ValueError(f"unknown token id {e.args[0]!r}: this vocabulary has ids 0..{self.vocab_size - 1}") from None
-        except TypeError as e:
-            raise ValueError(f"token ids must be integers ({e})") from None
-
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD.
 
         Ids must be integers (Python, NumPy or one-element integer tensors): ``1.7`` is refused,
-        not rounded to a token.
+        not rounded to a token; an id outside the vocabulary raises ``ValueError``.
         """
-        return self.decode_bytes(_as_id(i) for i in ids).decode("utf-8", errors="replace")
+        try:
+            # join the bytes, then decode once: one character's bytes may lie in several tokens
+            data = b"".join(self.vocab[_as_id(i)] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"unknown token id {e.args[0]!r}: this vocabulary has ids 0..{self.vocab_size - 1}") from None
+        return data.decode("utf-8", errors="replace")
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -288,63 +220,28 @@ class Tokenizer:
         the planner training uses) and encoded in ``num_workers`` processes; results are written
         in file order, so the file equals ``encode`` of the whole text. ``uint16`` holds ids below
         65,536, two bytes a token; a small JSON beside it (:mod:`lmcore.tokenfile`) records the
-        dtype, vocabulary size and token count, which training checks.
+        dtype, vocabulary size and token count, which training checks. The chunks are encoded by
+        :class:`~lmcore.tokenizer.fast.FastTokenizer` (tested to give :meth:`encode`'s ids).
         """
+        from .fast import FastTokenizer  # here, not at the top: the fast layer builds on this module
+
         if self.vocab_size > 1 << 16:
             raise ValueError(f"vocab of {self.vocab_size} ids does not fit uint16")
         size = os.path.getsize(input_path)
         bounds = find_chunk_boundaries(input_path, max(num_workers, -(-size // chunk_bytes)), self.special_tokens)
         jobs = [(os.fspath(input_path), a, b, errors) for a, b in zip(bounds, bounds[1:])]
         bar = tqdm(total=size, unit="B", unit_scale=True, desc="encode", disable=not progress)
+        fast = self if isinstance(self, FastTokenizer) else FastTokenizer(self.vocab, self.merges, self.special_tokens)
+        pool = worker_pool(num_workers, _init_worker, (fast,)) if num_workers > 1 else _init_worker(fast)
         with tokenfile.TokenWriter(output_path, self.vocab_size) as out, bar:
-            if num_workers == 1:
-                _init_worker(self)
-                results = map(_encode_chunk, jobs)
-            else:
-                pool = worker_pool(num_workers, _init_worker, (self,))
-                results = pool.imap(_encode_chunk, jobs)
             try:
-                for (_, a, b, _), arr in zip(jobs, results):
+                for (_, a, b, _), arr in zip(jobs, pool.imap(_encode_chunk, jobs) if pool else map(_encode_chunk, jobs)):
                     out.write(arr)
                     bar.update(b - a)
             finally:
-                if num_workers != 1:
+                if pool:
                     pool.terminate()
         return out.count
-
-
-class _PretokenCache(dict):
-    """Pre-token -> ids, filling in a pre-token it lacks (``__missing__``, called by ``dict``'s
-    own lookup) while such misses are few.
-
-    A missing pre-token that spells a whole token (``Tokenizer.whole_token_ids``) is filled in at
-    once; another runs BPE (``bpe_pretoken``) while ``budget`` lasts (``encode`` sets it per piece),
-    else raises ``KeyError``, which sends ``encode`` to the batched BPE. Past ``size`` entries it
-    starts afresh, so memory stays bounded.
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        super().__init__()
-        self.whole = tokenizer._whole
-        # BPE with the tokenizer's tables, not its bound method: no reference cycle, so a
-        # tokenizer is freed as soon as it is dropped, not at the next full garbage collection
-        self.bpe = functools.partial(
-            bpe_pretoken, byte_ids=tokenizer._byte_ids, rank_of=tokenizer._rank_of, made=tokenizer._made
-        )
-        self.size = tokenizer._cache_size
-        self.budget = 0
-
-    def __missing__(self, pretoken: str) -> Sequence[int]:
-        ids = self.whole.get(pretoken)
-        if ids is None:
-            if self.budget <= 0:
-                raise KeyError(pretoken)
-            self.budget -= 1
-            ids = self.bpe(pretoken)
-        if len(self) >= self.size:  # bounded memory: start afresh
-            self.clear()
-        self[pretoken] = ids
-        return ids
 
 
 _WORKER: Tokenizer | None = None
@@ -360,30 +257,6 @@ def _encode_chunk(job: tuple[str, int, int, str]) -> np.ndarray:
     return np.asarray(_WORKER.encode(read_utf8(path, start, end, errors)), dtype=np.uint16)
 
 
-def bpe_pretoken(pretoken: str, byte_ids: list[int], rank_of: dict[tuple[int, int], int], made: list[int]) -> list[int]:
-    """BPE on one pre-token: its bytes' ids (``byte_ids[b]``), then the merges lowest rank first,
-    each step merging its pair everywhere, left to right (``a a a`` with pair ``a a`` gives ``new a``).
-
-    ``rank_of`` maps a pair of ids to its merge's rank, ``made[rank]`` is the id that merge makes.
-    ``pair_rank[i]`` is the rank of ``ids[i], ids[i + 1]``, so finding a step's pair is one ``min``
-    and each merge looks up only the two pairs it changed.
-    """
-    ids = [byte_ids[b] for b in pretoken.encode("utf-8")]
-    none = len(made)  # above every rank: "no merge"
-    pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
-    while pair_rank and (best := min(pair_rank)) != none:
-        i = -1
-        while best in pair_rank:  # left to right: the two pairs a merge makes are never this pair
-            i = pair_rank.index(best, i + 1)
-            ids[i : i + 2] = (made[best],)
-            del pair_rank[i]
-            if i > 0:
-                pair_rank[i - 1] = rank_of.get((ids[i - 1], ids[i]), none)
-            if i < len(pair_rank):
-                pair_rank[i] = rank_of.get((ids[i], ids[i + 1]), none)
-    return ids
-
-
 def _as_id(i) -> int:
     try:
         return operator.index(i)
@@ -391,27 +264,11 @@ def _as_id(i) -> int:
         raise ValueError(f"token ids must be integers, got {i!r} ({type(i).__name__})") from None
 
 
-def encode_speed(tokenizer: Tokenizer, text: str, repeats: int = 3) -> tuple[float, float]:
-    """MB/s of ``tokenizer.encode(text)``, ``(cold, warm)``, the best of ``repeats`` each.
-
-    Cold: a copy of the tokenizer with an empty pre-token cache, so every distinct pre-token is
-    worked out once (a whole token looked up, any other through BPE); warm: the same copy again,
-    every pre-token a cache hit.
-    """
-    mb = len(text.encode("utf-8")) / 1e6
-    cold = warm = float("inf")
-    for _ in range(repeats):
-        fresh = Tokenizer(tokenizer.vocab, tokenizer.merges, tokenizer.special_tokens)
-        start = time.perf_counter()
-        fresh.encode(text)
-        middle = time.perf_counter()
-        fresh.encode(text)
-        cold, warm = min(cold, middle - start), min(warm, time.perf_counter() - middle)
-    return mb / cold, mb / warm
-
-
-def load_gpt2(special_tokens: Sequence[str] = (ENDOFTEXT,)) -> Tokenizer:
-    """GPT-2's tokenizer from its published vocab and merges (fetched into the data cache)."""
+def load_gpt2(special_tokens: Sequence[str] = (ENDOFTEXT,), *, fast: bool = True) -> Tokenizer:
+    """GPT-2's tokenizer from its published vocab and merges (fetched into the data cache): a
+    :class:`~lmcore.tokenizer.fast.FastTokenizer`, or the reference :class:`Tokenizer` with ``fast=False``."""
     from ..data import fetch
+    from .fast import FastTokenizer
 
-    return Tokenizer.from_files(fetch("gpt2-vocab"), fetch("gpt2-merges"), special_tokens)
+    cls = FastTokenizer if fast else Tokenizer
+    return cls.from_files(fetch("gpt2-vocab"), fetch("gpt2-merges"), special_tokens)

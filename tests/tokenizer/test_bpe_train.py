@@ -1,4 +1,4 @@
-"""train_bpe against a slow, obviously correct BPE written here."""
+"""train_bpe, the reference trainer and the fast one, against a slow, obviously correct BPE written here."""
 
 from collections import Counter
 
@@ -53,15 +53,16 @@ CORPORA = {
 }
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
 @pytest.mark.parametrize("name", CORPORA)
 @pytest.mark.parametrize("workers", [1, 2])
-def test_training_equals_reference(tmp_path, name, workers):
+def test_training_equals_reference(tmp_path, name, workers, fast):
     text = CORPORA[name]
     path = tmp_path / "corpus.txt"
     path.write_text(text, encoding="utf-8")
     specials = ["<|endoftext|>"]
     for size in (257, 270, 300):
-        vocab, merges = train_bpe(path, size, specials, num_workers=workers)
+        vocab, merges = train_bpe(path, size, specials, num_workers=workers, fast=fast)
         ref_vocab, ref_merges = reference_bpe(text, size, specials)
         assert merges == ref_merges, (name, size)
         assert vocab == ref_vocab, (name, size)
@@ -99,19 +100,20 @@ def test_chunk_boundaries_fall_on_safe_cuts(tmp_path):
     assert counts == Counter(t for d in docs for t in regex.findall(GPT2_PATTERN, d))
 
 
-def test_bad_vocab_size(tmp_path):
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
+def test_bad_vocab_size(tmp_path, fast):
     path = tmp_path / "c.txt"
     path.write_text("abc")
     with pytest.raises(ValueError, match="vocab_size"):
-        train_bpe(path, 256, ["<|endoftext|>"])
+        train_bpe(path, 256, ["<|endoftext|>"], fast=fast)
 
 
 def test_merge_counts_are_the_counts_of_the_merged_pairs(tmp_path):
-    from lmcore.tokenizer import merge_pretokens
+    from lmcore.tokenizer import fast_merge_pretokens
 
     counts = Counter(regex.findall(GPT2_PATTERN, CORPORA["story"] + CORPORA["repeats"]))
     recorded: list[int] = []
-    _, merges = merge_pretokens(counts, 290, [], merge_counts=recorded)
+    _, merges = fast_merge_pretokens(counts, 290, [], merge_counts=recorded)
     words = {tuple(bytes([b]) for b in w.encode()): n for w, n in counts.items()}
     for (a, b), n in zip(merges, recorded):
         pairs = Counter()
@@ -150,14 +152,16 @@ def test_profile_training_reports_the_prefix_it_trained_on(tmp_path):
     assert profile_training(path, 300)["bytes"] == path.stat().st_size
 
 
-def test_trace_bpe_follows_the_handout_example_and_agrees_with_the_trainer():
-    from lmcore.tokenizer import merge_pretokens, trace_bpe
+def test_steps_follow_the_handout_example_and_the_fast_trainer_agrees():
+    from lmcore.tokenizer import fast_merge_pretokens, merge_pretokens
 
     counts = {"low": 5, "lower": 2, "widest": 3, "newest": 6}
-    steps = trace_bpe(counts, 6)
+    steps: list[dict] = []
+    _, merges = merge_pretokens(counts, 256 + 6, steps=steps)
     handout = ["s t", "e st", "o w", "l ow", "w est", "n e"]  # the handout's first six merges
-    assert [f"{a.decode()} {b.decode()}" for a, b in (s["pair"] for s in steps)] == handout
+    assert [f"{a.decode()} {b.decode()}" for a, b in merges] == handout == [f"{a.decode()} {b.decode()}" for a, b in
+                                                                             (s["pair"] for s in steps)]
     assert steps[0]["counts"][(b"s", b"t")] == steps[0]["counts"][(b"e", b"s")] == 9  # a tie, to the greater pair
+    assert list(steps[0]["counts"])[:2] == [(b"s", b"t"), (b"e", b"s")]  # in the order BPE prefers
     assert steps[-1]["words"]["newest"] == [b"ne", b"west"]
-    _, merges = merge_pretokens(counts, 256 + 12)
-    assert [s["pair"] for s in trace_bpe(counts, 12)] == merges
+    assert fast_merge_pretokens(counts, 256 + 12) == merge_pretokens(counts, 256 + 12)

@@ -1,4 +1,6 @@
-"""The tokenizer: GPT-2 parity with tiktoken and HF tokenizers, round trips, streaming, errors."""
+"""The tokenizer: GPT-2 parity with tiktoken and HF tokenizers, round trips, streaming, errors.
+
+The fixtures give each test the reference ``Tokenizer`` and the ``FastTokenizer`` in turn."""
 
 import io
 import json
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmcore.data import cache_dir
-from lmcore.tokenizer import GPT2_PATTERN, Tokenizer, train_bpe, write_vocab_merges
+from lmcore.tokenizer import GPT2_PATTERN, FastTokenizer, Tokenizer, train_bpe, write_vocab_merges
 
 EOT = "<|endoftext|>"
 
@@ -22,9 +24,12 @@ def _cached(filename):
     return path
 
 
-@pytest.fixture(scope="module")
-def gpt2():
-    return Tokenizer.from_files(_cached("gpt2-vocab.json"), _cached("gpt2-merges.txt"), [EOT])
+CLASSES = pytest.mark.parametrize("cls", [Tokenizer, FastTokenizer], ids=["reference", "fast"])
+
+
+@pytest.fixture(scope="module", params=[Tokenizer, FastTokenizer], ids=["reference", "fast"])
+def gpt2(request):
+    return request.param.from_files(_cached("gpt2-vocab.json"), _cached("gpt2-merges.txt"), [EOT])
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +38,12 @@ def stories():
     return text[:400_000]
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
+@pytest.fixture(scope="module", params=[Tokenizer, FastTokenizer], ids=["reference", "fast"])
+def small(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("tok") / "c.txt"
     path.write_text(("the cat sat on the mat. ćevapi 针 🐶 naïve café!\n" * 20 + EOT) * 5, encoding="utf-8")
     vocab, merges = train_bpe(path, 320, [EOT, "<|pad|>"])
-    return Tokenizer(vocab, merges, [EOT, "<|pad|>", EOT + EOT])
+    return request.param(vocab, merges, [EOT, "<|pad|>", EOT + EOT])
 
 
 def test_gpt2_equals_tiktoken(gpt2, stories):
@@ -65,7 +70,7 @@ def test_gpt2_equals_hf_tokenizers(gpt2, stories):
 def test_gpt2_file_with_version_line(tmp_path, gpt2):
     merges = _cached("gpt2-merges.txt").read_text(encoding="utf-8")
     (tmp_path / "m.txt").write_text("#version: 0.2\n" + merges, encoding="utf-8")
-    again = Tokenizer.from_files(_cached("gpt2-vocab.json"), tmp_path / "m.txt", [EOT])
+    again = type(gpt2).from_files(_cached("gpt2-vocab.json"), tmp_path / "m.txt", [EOT])
     assert again.merges == gpt2.merges and len(gpt2.merges) == 50_000
 
 
@@ -134,10 +139,11 @@ def test_bad_inputs(small, tmp_path):
 
 def test_save_load_and_gpt2_format(small, tmp_path):
     small.save(tmp_path / "tok.json")
-    again = Tokenizer.load(tmp_path / "tok.json")
+    again = type(small).load(tmp_path / "tok.json")
+    assert type(again) is type(small)
     assert again.vocab == small.vocab and again.merges == small.merges and again.special_ids == small.special_ids
     write_vocab_merges(small.vocab, small.merges, tmp_path / "v.json", tmp_path / "m.txt")
-    other = Tokenizer.from_files(tmp_path / "v.json", tmp_path / "m.txt", small.special_tokens)
+    other = type(small).from_files(tmp_path / "v.json", tmp_path / "m.txt", small.special_tokens)
     text = "the cat ćevapi 针" + EOT
     assert other.encode(text) == small.encode(text)
 
@@ -201,14 +207,16 @@ def test_decode_refuses_non_integer_ids(small):
     assert small.decode(np.array(ids)) == small.decode(torch.tensor(ids)) == "the cat"
 
 
+@CLASSES
 @pytest.mark.parametrize("specials", [[], [EOT]])
 @pytest.mark.parametrize("chunk_bytes", [7, 50, 333])
-def test_encode_file_equals_encode_whatever_the_chunks(tmp_path, specials, chunk_bytes):
-    """Chunk cuts inside "\\n\\n\\n" (one pre-token) or inside a special token would change the ids."""
+def test_encode_file_equals_encode_whatever_the_chunks(tmp_path, specials, chunk_bytes, cls):
+    """Chunk cuts inside "\\n\\n\\n" (one pre-token) or inside a special token would change the ids.
+    ``encode_file`` encodes with the fast layer whatever the class: the reference's ``encode`` checks it."""
     corpus = tmp_path / "c.txt"
     corpus.write_text(("once upon\n\n\na time  there\n\nwas" + EOT + "a cat \u3000 \t\n") * 40, encoding="utf-8")
     vocab, merges = train_bpe(corpus, 300, specials or [EOT])
-    tok = Tokenizer(vocab, merges, specials)
+    tok = cls(vocab, merges, specials)
     text = ("the end.\n\n\n\nThe start" + EOT + "x\n\n\ny 针 🐶\u3000\u3000z  \n") * 300
     path = tmp_path / "in.txt"
     path.write_text(text, encoding="utf-8")
@@ -272,7 +280,7 @@ def test_a_dropped_tokenizer_is_freed_at_once(small, stories):
     import gc
     import weakref
 
-    tok = Tokenizer(small.vocab, small.merges, small.special_tokens)
+    tok = type(small)(small.vocab, small.merges, small.special_tokens)
     tok.encode(stories[:20_000])
     gone = weakref.ref(tok)
     gc.disable()
