@@ -132,5 +132,5 @@ if TYPE_CHECKING:
     from .model import ModelConfig, TransformerLM  # noqa: F401
     from .nn import cross_entropy  # noqa: F401
     from .optim import AdamW, clip_grad_norm, cosine_lr  # noqa: F401
-    from .tokenizer import Tokenizer, load_gpt2, train_bpe  # noqa: F401
+    from .tokenizer import FastTokenizer, Tokenizer, load_gpt2, train_bpe  # noqa: F401
     from .train import train_loop  # noqa: F401

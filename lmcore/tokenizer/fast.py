@@ -42,9 +42,9 @@ _MISREAD = regex.compile(r"(?V1)[[\p{L}\p{N}\s]--[\x00-\x7f]]")
 
 
 def fast_pretokenize(text: str) -> list[str]:
-    """:func:`~lmcore.tokenizer.pretokenize.pretokenize`, about twice as fast on ASCII text.
+    """:func:`~lmcore.tokenizer.pretokenize`, about twice as fast on ASCII text.
 
-    ASCII text goes to :data:`ASCII_PRETOKEN_RE`, and so does text whose other characters are
+    ASCII text goes to ``ASCII_PRETOKEN_RE``, and so does text whose other characters are
     all punctuation or symbols (a story with curly quotes: 188 of the 2,317 stories of the
     TinyStories sample), which that pattern reads alike. Text with a non-ASCII letter, number or
     space goes to ``PRETOKEN_RE``. (Cutting such text around each non-ASCII stretch, to send the
@@ -71,7 +71,7 @@ def fast_merge_pretokens(
     progress: bool = False,
     merge_counts: list[int] | None = None,
 ) -> tuple[Vocab, Merges]:
-    """:func:`~lmcore.tokenizer.train.merge_pretokens` with a heap of candidate pairs.
+    """:func:`~lmcore.tokenizer.merge_pretokens` with a heap of candidate pairs.
 
     The reference finds each merge's pair by a ``max`` over every pair count: 10,000 merges over
     tens of thousands of pairs. Here the counts sit in a heap keyed by (count, pair); an entry
@@ -133,7 +133,7 @@ def bpe_pretoken(pretoken: str, byte_ids: list[int], rank_of: dict[tuple[int, in
 class FastTokenizer(Tokenizer):
     """:class:`~lmcore.tokenizer.Tokenizer` with a faster :meth:`encode`, tested to give the same ids.
     A piece (between special tokens) of ``batch_chars`` characters or more has its new pre-tokens
-    worked out together first (:meth:`_learn`); in a shorter one, each where the lookup meets it."""
+    worked out together first (``_learn``); in a shorter one, each where the lookup meets it."""
 
     batch_chars = 1 << 14  # a story is one piece of about 1,000 characters; a source file with no special token, one piece
     batch_min = 64  # fewer new pre-tokens than this do not pay for the set-up of a NumPy pass

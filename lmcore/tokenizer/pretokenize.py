@@ -234,7 +234,7 @@ def count_pretokens(
     Chunks of about ``chunk_bytes`` (cut by :func:`find_chunk_boundaries`) are handed to
     ``num_workers`` processes (default: all cores). Bytes that are not UTF-8 raise
     ``ValueError`` naming the file and offset, unless ``errors="replace"``. ``split`` cuts a
-    piece into pre-tokens (:func:`pretokenize`, or the fast layer's equal one).
+    piece into pre-tokens (:func:`~lmcore.tokenizer.pretokenize`, or the fast layer's equal one).
     """
     path = os.fspath(path)
     specials = tuple(check_special_tokens(special_tokens))

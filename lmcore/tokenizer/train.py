@@ -131,7 +131,7 @@ def train_bpe(
     Returns ``vocab`` (id -> bytes) and ``merges`` (in the order they were learned). Bytes that
     are not UTF-8 raise ``ValueError`` naming the file and offset; ``errors="replace"`` trains
     on U+FFFD in their place instead. ``fast=False`` runs this module's reference functions
-    (:func:`pretokenize`, :func:`merge_pretokens`); the default runs :mod:`lmcore.tokenizer.fast`'s,
+    (:func:`~lmcore.tokenizer.pretokenize`, :func:`merge_pretokens`); the default runs :mod:`lmcore.tokenizer.fast`'s,
     tested equal to them.
     """
     from . import fast as speed  # here, not at the top: the fast layer builds on this module
