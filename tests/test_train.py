@@ -354,8 +354,15 @@ import torch
 import torch.distributed as dist
 from lmcore.train import main
 
+def name(comm):
+    try:
+        with open(comm) as f:
+            return f.read().strip()
+    except FileNotFoundError:  # the thread ended between the listing and the read
+        return ""
+
 def gloo_threads():
-    return [n for n in (open(f).read().strip() for f in glob.glob("/proc/self/task/*/comm")) if "gloo" in n]
+    return [n for n in map(name, glob.glob("/proc/self/task/*/comm")) if "gloo" in n]
 
 destroy, seen = dist.destroy_process_group, []
 dist.destroy_process_group = lambda *a, **k: (seen.extend(gloo_threads()), destroy(*a, **k))[1]

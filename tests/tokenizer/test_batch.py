@@ -15,14 +15,6 @@ EOT = "<|endoftext|>"
 
 
 @pytest.fixture(scope="module")
-def gpt2():
-    vocab, merges = cache_dir() / "gpt2-vocab.json", cache_dir() / "gpt2-merges.txt"
-    if not (vocab.exists() and merges.exists()):
-        pytest.skip(f"GPT-2's files not in the data cache {cache_dir()}")
-    return FastTokenizer.from_files(vocab, merges, [EOT])
-
-
-@pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A tiny vocabulary with repeated-symbol merges (``aa``, ``aaaa``), where overlaps matter."""
     path = tmp_path_factory.mktemp("batch") / "c.txt"

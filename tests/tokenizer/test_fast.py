@@ -38,14 +38,6 @@ def _text(kind: str, n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def gpt2():
-    vocab, merges = cache_dir() / "gpt2-vocab.json", cache_dir() / "gpt2-merges.txt"
-    if not (vocab.exists() and merges.exists()):
-        pytest.skip(f"GPT-2's files not in the data cache {cache_dir()}")
-    return FastTokenizer.from_files(vocab, merges, [EOT])
-
-
-@pytest.fixture(scope="module")
 def enc(gpt2):
     tiktoken = pytest.importorskip("tiktoken")
     ranks = {t: i for i, t in gpt2.vocab.items() if i != 50256}
