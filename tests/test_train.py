@@ -141,7 +141,7 @@ def _signal_after(delay: float, signum: int) -> threading.Thread:
 def test_signals_at_random_moments_resume_to_the_uninterrupted_weights(data):
     """Ctrl-C and SIGTERM at random moments (inside a step, inside evaluation, between steps):
     the checkpoint is taken at a step boundary, so resuming gives bit-identical weights and logs."""
-    over = dict(max_steps=40, grad_accum_steps=2, eval_every=5, log_every=1)
+    over = dict(max_steps=24, grad_accum_steps=2, eval_every=5, log_every=1)
     straight = train(config(data, out_dir=str(data / "straight"), **over))
     start = time.perf_counter()  # timed on a second run: the first pays one-time costs
     train(config(data, out_dir=str(data / "again"), **over))
@@ -153,13 +153,13 @@ def test_signals_at_random_moments_resume_to_the_uninterrupted_weights(data):
     # must not end pytest: note it here instead; train() puts its own handlers in place and back
     guard = {s: signal.signal(s, lambda signum, frame: late.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for k, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT]):
+        for k, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM]):
             interrupted += _interrupt_and_resume(data, data / f"cut{k}", over, rng.uniform(0.2, 0.7) * duration, signum,
                                                  straight, want)
     finally:
         for s, handler in guard.items():
             signal.signal(s, handler)
-    assert interrupted + len(late) == 5 and interrupted >= 3  # nearly all land inside the run
+    assert interrupted + len(late) == 4 and interrupted >= 2  # nearly all land inside the run
 
 
 def _interrupt_and_resume(data, out, over, delay, signum, straight, want) -> int:
@@ -170,7 +170,7 @@ def _interrupt_and_resume(data, out, over, delay, signum, straight, want) -> int
         train(config(data, out_dir=str(out), **over))
     except TrainingInterrupted as e:
         hit = 1
-        assert e.signum == signum and load_checkpoint(out / "checkpoint.pt")["iteration"] == e.step < 40
+        assert e.signum == signum and load_checkpoint(out / "checkpoint.pt")["iteration"] == e.step < over["max_steps"]
         logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in logged] == list(range(1, e.step + 1))
     thread.join()
