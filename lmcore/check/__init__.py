@@ -1,0 +1,25 @@
+"""Checks for the reader's own code: ``check.softmax(my_softmax)`` runs the piece's cases
+against lmcore's reference, prints a report, and names the usual mistake a failure points to.
+
+Each chapter's "Your turn" cells call these; ``python -m lmcore.check my_module.py`` runs them on
+a module of the reader's (``--only softmax`` for one). Every checker returns a :class:`Report`,
+truthy when every case passed. Inputs are seeded with generators of their own, so a check never
+moves the global random state.
+"""
+
+from __future__ import annotations
+
+from . import accounting, nn, optim, tokenizer, training  # noqa: F401  (each registers its checkers)
+from .report import CHECKS, Report
+
+__all__ = ["CHECKS", "Report", *CHECKS]
+
+
+def __getattr__(name: str):
+    if name in CHECKS:
+        return CHECKS[name].run
+    raise AttributeError(f"lmcore.check has no checker {name!r}; the checkers are: {', '.join(CHECKS)}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Checkers: see lmcore.check."""
