@@ -25,6 +25,7 @@ One module a concept, in the order the book meets them:
 - :mod:`lmcore.plotting`: loss curves.
 - :mod:`lmcore.stepview`: step-through views that work in the published page, no kernel needed.
 - :mod:`lmcore.device`: device choice and repeatable runs.
+- :mod:`lmcore.check`: checks of the reader's own code for each piece, naming the usual mistakes.
 
 Names are imported on first use, so ``import lmcore.tokenizer`` does not load PyTorch.
 """
@@ -80,7 +81,7 @@ _EXPORTS = {
     "clip_grad_norm": "optim",
 }
 _MODULES = [
-    "accounting", "budget", "checkpoint", "config", "data", "dataset", "device", "experiments", "generate", "interop",
+    "accounting", "budget", "check", "checkpoint", "config", "data", "dataset", "device", "experiments", "generate", "interop",
     "kernels", "measure",
     "model", "nn", "optim", "plotting", "safety", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
 ]
@@ -103,6 +104,7 @@ if TYPE_CHECKING:
     from . import (  # noqa: F401
         accounting,
         budget,
+        check,
         checkpoint,
         config,
         data,

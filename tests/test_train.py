@@ -79,41 +79,6 @@ def test_config_file_and_overrides(tmp_path):
     assert load_config(tmp_path / "c.json").lr == 0.01
 
 
-def test_command_line(data):
-    run = subprocess.run([sys.executable, "-m", "lmcore.train", f"train_path={data / 'train.uint16'}",
-                          f"valid_path={data / 'valid.uint16'}", f"out_dir={data / 'cli'}", "max_steps=3", "batch_size=4",
-                          "eval_every=3", "eval_batches=1", "progress=false", *[f"model.{k}={v}" for k, v in MODEL.items()]],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.strip().splitlines()[-1])["step"] == 3
-    bad = subprocess.run([sys.executable, "-m", "lmcore.train", "nope=1"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "unknown config key 'nope'" in bad.stderr
-
-
-def test_ddp_two_processes_equal_one(data):
-    """torchrun with 2 CPU processes (gloo) and one process, same global batch: same losses."""
-    common = [f"train_path={data / 'train.uint16'}", f"valid_path={data / 'valid.uint16'}", "max_steps=4", "batch_size=8",
-              "eval_every=4", "eval_batches=1", "log_every=1", "progress=false", "device=cpu",
-              *[f"model.{k}={v}" for k, v in MODEL.items()]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "lmcore.train", f"out_dir={data / 'one'}", *common],
-                         capture_output=True, text=True, env=env)
-    assert one.returncode == 0, one.stderr
-    (data / "launch.py").write_text(_MAIN_THEN_THREADS)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(data / "launch.py"), f"out_dir={data / 'two'}", *common], capture_output=True, text=True, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    a = [json.loads(x) for x in (data / "one" / "log.jsonl").read_text().splitlines()]
-    b = [json.loads(x) for x in (data / "two" / "log.jsonl").read_text().splitlines()]
-    assert len(a) == len(b) == 4
-    for ra, rb in zip(a, b):
-        assert rb["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-5)
-        assert rb["tokens"] == ra["tokens"]
-    assert b[-1]["valid_loss"] == pytest.approx(a[-1]["valid_loss"], abs=1e-5)
-    torch.testing.assert_close(load_checkpoint(data / "two" / "checkpoint.pt")["model"]["lm_head.weight"],
-                               load_checkpoint(data / "one" / "checkpoint.pt")["model"]["lm_head.weight"], atol=1e-5, rtol=0)
-
-
 def test_shipped_configs_load():
     from pathlib import Path
 
@@ -299,12 +264,15 @@ def test_bad_token_files_are_refused_naming_the_file(data, case):
     assert not (data / "run" / "checkpoint.pt").exists()
 
 
-def test_command_line_user_errors_are_one_line(data):
-    for args, message in [(["resume=perhaps"], "error: config key 'resume' needs true or false"),
+def test_command_line_user_errors_are_one_line(data, capsys):
+    """``python -m lmcore.train``'s main: a wrong key or value, or a missing file, is one line on stderr and exit 1
+    (a whole run from the command line is test_sigterm_on_the_command_line_saves_and_resumes's)."""
+    for args, message in [(["nope=1"], "unknown config key 'nope'"),
+                          (["resume=perhaps"], "error: config key 'resume' needs true or false"),
                           ([f"train_path={data / 'nope.uint16'}"], "nope.uint16: no such token file")]:
-        run = subprocess.run([sys.executable, "-m", "lmcore.train", *args], capture_output=True, text=True)
-        assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
-        assert len(run.stderr.strip().splitlines()) == 1
+        assert train_mod.main(args) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 # -- the GPU path, run on the CPU as far as a CPU allows (issue 13) ---------------------------------------
@@ -375,9 +343,11 @@ sys.exit(code)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are listed from Linux's /proc")
-def test_ddp_with_compile_equals_one_process(data):
-    common = [f"train_path={data / 'train.uint16'}", f"valid_path={data / 'valid.uint16'}", "max_steps=3", "batch_size=8",
-              "eval_every=3", "eval_batches=1", "log_every=1", "progress=false", "device=cpu", "compile=true",
+def test_ddp_two_compiled_processes_equal_one_eager_process(data):
+    """torchrun with 2 CPU processes (gloo), each compiled, against one eager process with the same
+    global batch: the same losses, token counts, validation loss and weights, and no gloo thread left."""
+    common = [f"train_path={data / 'train.uint16'}", f"valid_path={data / 'valid.uint16'}", "max_steps=4", "batch_size=8",
+              "eval_every=4", "eval_batches=1", "log_every=1", "progress=false", "device=cpu",
               *[f"model.{k}={v}" for k, v in MODEL.items()]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "lmcore.train", f"out_dir={data / 'one'}", *common],
@@ -385,11 +355,17 @@ def test_ddp_with_compile_equals_one_process(data):
     assert one.returncode == 0, one.stderr[-3000:]
     (data / "launch.py").write_text(_MAIN_THEN_THREADS)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(data / "launch.py"), f"out_dir={data / 'two'}", *common], capture_output=True, text=True, env=env)
+                          str(data / "launch.py"), f"out_dir={data / 'two'}", "compile=true", *common],
+                         capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     a = [json.loads(x) for x in (data / "one" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (data / "two" / "log.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 4
     assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], abs=1e-5)
+    assert [r["tokens"] for r in b] == [r["tokens"] for r in a]
+    assert b[-1]["valid_loss"] == pytest.approx(a[-1]["valid_loss"], abs=1e-5)
+    torch.testing.assert_close(load_checkpoint(data / "two" / "checkpoint.pt")["model"]["lm_head.weight"],
+                               load_checkpoint(data / "one" / "checkpoint.pt")["model"]["lm_head.weight"], atol=1e-5, rtol=0)
 
 
 # -- precision by card: bf16, or fp16 with a gradient scaler, or fp32 (issue 25) --------------------------
