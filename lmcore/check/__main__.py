@@ -1,9 +1,9 @@
 """``python -m lmcore.check path/to/module.py [--only NAME]``: check a reader's own module.
 
 Each checker looks up the names the chapter's stubs use (``softmax``, ``Linear``, ...) in the
-module; a name the module lacks is reported in one line and counts as a failure (``--only``
-checks part of a module). Exits 0 when
-every check run passed, 1 otherwise, 2 when the module cannot be read or a name is unknown.
+module and checks those it defines; ``--only NAME`` checks one piece, and a module that lacks it
+fails. Exits 0 when every check run passed, 1 otherwise, 2 when the module cannot be read, defines
+none of the names, or a check's name is unknown.
 """
 
 from __future__ import annotations
@@ -54,15 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2
-    failed = []
-    for name in names:
-        entry = CHECKS[name]
-        missing = [a for a in entry.attrs if not hasattr(module, a)]
-        if missing:
-            print(f"{name}: {args.module} defines no {' or '.join(missing)}")
-            failed.append(name)
-        elif not entry.run(*(getattr(module, a) for a in entry.attrs)):
-            failed.append(name)
+    has = {name: all(hasattr(module, a) for a in CHECKS[name].attrs) for name in names}
+    if args.only:  # asked for by name: a missing one is a failure
+        for name in names:
+            if not has[name]:
+                print(f"{name}: {args.module} defines no {' or '.join(a for a in CHECKS[name].attrs if not hasattr(module, a))}")
+    elif not any(has.values()):
+        print(f"lmcore.check: {args.module} defines none of the checked names "
+              f"({', '.join(a for e in CHECKS.values() for a in e.attrs)})", file=sys.stderr)
+        return 2
+    else:
+        skipped = [n for n in names if not has[n]]
+        if skipped:
+            print(f"not defined, so not checked: {', '.join(skipped)}\n")
+        names = [n for n in names if has[n]]
+    failed = [n for n in names if not has[n] or not CHECKS[n].run(*(getattr(module, a) for a in CHECKS[n].attrs))]
     print(f"\n{len(names) - len(failed)} of {len(names)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

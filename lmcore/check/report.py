@@ -8,16 +8,19 @@ came back (wrong shape, NaN, None).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Case", "Report", "Checker", "Mistake", "NotWritten", "compare", "CHECKS", "register"]
+__all__ = ["Case", "Report", "Checker", "Mistake", "NotWritten", "compare", "CHECKS", "register", "seeded"]
 
 
 class NotWritten(Exception):
@@ -47,6 +50,7 @@ class Report:
     piece: str
     cases: list[Case] = field(default_factory=list)
     problem: str = ""  # set when nothing could be run: the one line that says why
+    shown: bool = False  # printed already (by the checker)
 
     def __bool__(self) -> bool:
         return not self.problem and bool(self.cases) and all(c.passed for c in self.cases)
@@ -68,6 +72,11 @@ class Report:
     def __repr__(self) -> str:
         verdict = self.problem or f"{self.passed} of {len(self.cases)} cases passed"
         return f"<check {self.piece}: {verdict}>"
+
+    def _ipython_display_(self) -> None:
+        """A notebook shows the report once: the checker printed it, so showing the result adds nothing."""
+        if not self.shown:
+            print(self)
 
     @property
     def hints(self) -> list[str]:
@@ -200,6 +209,7 @@ class Checker:
         """The report, printed when ``show``."""
         if show:
             print(self.report)
+            self.report.shown = True
         return self.report
 
 
@@ -267,3 +277,20 @@ def register(*attrs: str) -> Callable[[Callable[..., Report]], Callable[..., Rep
         return fn
 
     return wrap
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """Run code that draws from the global generators (torch's CPU one, numpy's, ``random``) from
+    ``seed``, and put all three back afterwards: the check repeats exactly, and a notebook's later
+    cells draw what they drew before it ran."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)

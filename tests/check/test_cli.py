@@ -42,3 +42,14 @@ def test_a_correct_module_passes_and_exits_0(tmp_path, capsys):
     good.write_text("from lmcore.nn import softmax\n")
     assert main([str(good), "--only", "softmax"]) == 0
     assert "1 of 1 checks passed" in capsys.readouterr().out
+
+
+def test_a_whole_module_checks_what_it_defines_and_names_the_rest(tmp_path, capsys):
+    part = tmp_path / "part.py"
+    part.write_text("from lmcore.nn import softmax, silu\n")
+    assert main([str(part)]) == 0
+    out = capsys.readouterr().out
+    assert "not defined, so not checked: train_bpe, tokenizer, linear" in out and "2 of 2 checks passed" in out
+    nothing = tmp_path / "nothing.py"
+    nothing.write_text("x = 1\n")
+    assert main([str(nothing)]) == 2 and "defines none of the checked names" in capsys.readouterr().err
