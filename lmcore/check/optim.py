@@ -162,7 +162,8 @@ def _run_optimizer(cls: Callable, params: list[Tensor], grads: list[list[Tensor 
 
 def _mistaken_adamw(params: list[Tensor], grads: list[list[Tensor | None]], mistake: str, decay_first: bool,
                     lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> list[Tensor]:
-    """Where the parameters end up under one usual mistake (what is right comes from lmcore's AdamW).
+    """Where the parameters end up under one usual mistake, or in the handout's form ("eps before
+    correction", which is right too); what is right in torch's form comes from lmcore's AdamW.
 
     ``decay_first``: the weights decay before the Adam step (as torch does) or after it (as the
     CS336 handout writes it); right either way, but under a mistake the two part.
@@ -197,7 +198,8 @@ def _mistaken_adamw(params: list[Tensor], grads: list[list[Tensor | None]], mist
 @register("AdamW")
 def adamw(cls: type, show: bool = True) -> Report:
     """``AdamW(params, lr, betas, eps, weight_decay)``: one step, five steps on three parameters
-    against ``torch.optim.AdamW``, a parameter without a gradient, and eps near the gradients' size."""
+    against ``torch.optim.AdamW``, a parameter without a gradient, and eps near the gradients' size
+    (where torch's form and the CS336 handout's both pass)."""
     c = Checker("adamw", cls, "class", ("params", "lr", "betas", "eps", "weight_decay"))
     hints = {
         "no bias correction": "no bias correction: divide m by 1 - beta1^t and v by 1 - beta2^t (t counts steps from 1)",
@@ -205,8 +207,6 @@ def adamw(cls: type, show: bool = True) -> Report:
               "p -= lr * weight_decay * p, apart from the Adam step",
         "decay without lr": "the decay is not multiplied by the learning rate: p -= lr * weight_decay * p",
         "eps inside sqrt": "eps is inside the square root: the denominator is sqrt(v_hat) + eps",
-        "eps before correction": "eps is added before the bias correction (as some texts write it): torch.optim.AdamW adds "
-                                 "it to sqrt(v_hat), after the correction; the two differ when eps is near the gradients' size",
     }
 
     def case(name: str, params: list[Tensor], grads: list, expected: list[Tensor], keep: slice, **hyper) -> bool:
@@ -230,10 +230,23 @@ def adamw(cls: type, show: bool = True) -> Report:
             rules=[(lambda g: True, "skip a parameter whose .grad is None (no decay either): `if p.grad is None: continue`")],
         )
     if c.ok:
+        # torch adds eps to sqrt(v_hat); the CS336 handout folds the corrections into the rate, which adds
+        # eps before them. Both are AdamW: they part only when eps is near the gradients' size, as here
         small = {**HYPER, "eps": 1e-3}
         params, grads = _problem(seed=2, scale=1e-3)
-        case("eps near the gradients' size (eps 1e-3, gradients ~1e-3)", params, grads,
-             _run_optimizer(ref.AdamW, params, grads, **small), slice(0, 2), **small)
+        handout = [_mistaken_adamw(params, grads, "eps before correction", first, **small)[:2] for first in (True, False)]
+
+        def torch_or_handout(expected: list[Tensor], got: list[Tensor]) -> tuple[bool, str]:
+            ok, detail = compare(expected, got, atol=1e-6, rtol=1e-5)
+            if not ok and any(compare(h, got, atol=1e-6, rtol=1e-5)[0] for h in handout):
+                return True, "matches the handout's form (eps added before the bias correction)"
+            return ok, detail
+
+        c.case("eps near the gradients' size (eps 1e-3, gradients ~1e-3): torch's form or the handout's",
+               lambda k: _run_optimizer(k, params, grads, **small)[:2], _run_optimizer(ref.AdamW, params, grads, **small)[:2],
+               mistakes=[Mistake(h, lambda m=m, first=first: _mistaken_adamw(params, grads, m, first, **small)[:2])
+                         for m, h in hints.items() for first in (True, False)],
+               same=torch_or_handout)
     return c.done(show)
 
 
