@@ -92,7 +92,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "512": CHOICE + ": d_ff",
         "20": CHOICE + ": warm-up steps",
         "1.0": CHOICE + ": the clipping threshold",
-        "150": CHOICE + ": training steps",
+        "100": CHOICE + ": training steps",
         "16": CHOICE + ": windows per batch",
         "50": CHOICE + ": steps between evaluations",
         "10": CHOICE + ": validation batches; the extra steps of exercise 3",

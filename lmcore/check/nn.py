@@ -87,6 +87,8 @@ def _shown(args: tuple, kwargs: dict) -> str:
             return _name(a)
         if isinstance(a, float):
             return f"{a:g}"
+        if a is None:
+            return "None"
         return str(a) if isinstance(a, int) else {ModelConfig: "config"}.get(type(a), "rope")
     return ", ".join([one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()])
 
@@ -305,7 +307,7 @@ def softmax(fn: Callable, show: bool = True) -> Report:
                         lambda inp=inp, dim=dim: naive(inp, dim)),
                 Mistake(wrong_axis, lambda inp=inp, other=other: ref.softmax(inp, other)),
             ],
-            rules=[(lambda g, inp=inp: g.dtype != inp.dtype, f"return the input's dtype ({inp.dtype})")],
+            rules=[(lambda g, inp=inp: g.dtype != inp.dtype, f"return the input's dtype ({_name(inp.dtype)})")],
             atol=tol, rtol=tol,
         )
         if not c.ok:

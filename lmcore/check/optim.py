@@ -60,7 +60,8 @@ def _finite(x: Tensor) -> Tensor:
 def _any_float(expected: Tensor, got: object) -> tuple[bool, str]:
     """:func:`compare`, letting a float64 input give a float64 loss (the reference's is float32)."""
     if isinstance(got, Tensor) and got.dtype == torch.float64:
-        got = got.float()
+        ok, detail = compare(expected, got.float())
+        return ok, detail.replace("float32", "float64 (held to the float32 reference)", 1)
     return compare(expected, got)
 
 
@@ -200,7 +201,7 @@ def adamw(cls: type, show: bool = True) -> Report:
     """``AdamW(params, lr, betas, eps, weight_decay)``: one step, five steps on three parameters
     against ``torch.optim.AdamW``, a parameter without a gradient, and eps near the gradients' size
     (where torch's form and the CS336 handout's both pass)."""
-    c = Checker("adamw", cls, "class", ("params", "lr", "betas", "eps", "weight_decay"))
+    c = Checker("AdamW", cls, "class", ("params", "lr", "betas", "eps", "weight_decay"))
     hints = {
         "no bias correction": "no bias correction: divide m by 1 - beta1^t and v by 1 - beta2^t (t counts steps from 1)",
         "l2": "weight decay went into the gradient (that is Adam with L2): AdamW shrinks the weights directly, "

@@ -86,6 +86,8 @@ class Report:
 def _describe(x: Any) -> str:
     if isinstance(x, Tensor):
         return f"shape {tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:,}"
     return repr(x) if len(repr(x)) <= 60 else repr(x)[:57] + "..."
 
 

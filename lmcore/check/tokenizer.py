@@ -273,6 +273,8 @@ def _ranks() -> dict[tuple[bytes, bytes], int]:
 
 def _same_ids(expected: list[int], got: Any) -> tuple[bool, str]:
     """Ids equal; else where they first differ, with the tokens' bytes so the reader sees the cut."""
+    if isinstance(got, _Raised):
+        return False, repr(got)
     try:
         got = [operator.index(i) for i in got]
     except TypeError:
@@ -330,6 +332,15 @@ def tokenizer(cls: type, show: bool = True) -> Report:
         ("no special tokens given: <|endoftext|> is text", WITH_SPECIALS, None),
         ("mixed scripts: accents, CJK, emoji", MIXED, one),
     ]
+    new_ids = (lambda g: isinstance(g, _Raised) and isinstance(g.e, KeyError),
+               "a special token that is not in the vocabulary gets a new id: max(vocab) + 1, then the next, in the order given")
+
+    def encoded(s: tuple[str, ...] | None, text: str) -> list[int] | _Raised:
+        try:
+            return mine(s).encode(text)
+        except KeyError as e:  # a special token looked up in a vocabulary that lacks it: a rule names it
+            return _Raised(e)
+
     for name, text, specials in encodes:
         mistakes = [Mistake(unsplit, lambda text=text: _reference(None).encode(text)) if specials else
                     Mistake("with special_tokens=None nothing is special: '<|endoftext|>' is ordinary text",
@@ -342,8 +353,8 @@ def tokenizer(cls: type, show: bool = True) -> Report:
         mistakes += [Mistake(order, functools.partial(_distinct, by_order, by_length)),
                      Mistake(longest, functools.partial(_distinct, by_length, by_order)),
                      Mistake(pieces, lambda text=text, s=specials or (): _encoded_with(_by_rank, text, s, lambda p: [p]))]
-        c.case(f"encode: {name}", lambda t, text=text, s=specials: mine(s).encode(text),
-               _reference(specials).encode(text), mistakes=mistakes, same=_same_ids)
+        c.case(f"encode: {name}", lambda t, text=text, s=specials: encoded(s, text),
+               _reference(specials).encode(text), mistakes=mistakes, same=_same_ids, rules=[new_ids])
         if not c.ok:
             return c.done(show)
 

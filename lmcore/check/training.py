@@ -8,6 +8,7 @@ handout's signatures are used (``get_batch(dataset, batch_size, context_length, 
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import os
@@ -201,7 +202,7 @@ def checkpointing(save: Callable, load: Callable, show: bool = True) -> Report:
     if not c.ok:
         return c.done(show)
     model, opt, batch = _trained(0)
-    weights, opt_state = _weights(model), opt.state_dict()["state"]
+    weights, opt_state = _weights(model), copy.deepcopy(opt.state_dict()["state"])  # state_dict shares its tensors
     _step(model, opt, batch)
     after = _weights(model)
     # what one more step gives when the weights come back but AdamW starts afresh
@@ -224,7 +225,8 @@ def checkpointing(save: Callable, load: Callable, show: bool = True) -> Report:
                 if out == "file":
                     target.seek(0)
                 iteration = load(target, fresh, fresh_opt)
-            loaded = {"iteration": iteration, "weights": _weights(fresh), "optimizer": fresh_opt.state_dict()["state"]}
+            state = copy.deepcopy(fresh_opt.state_dict()["state"])  # before the step below changes it
+            loaded = {"iteration": iteration, "weights": _weights(fresh), "optimizer": state}
             _step(fresh, fresh_opt, batch)
             results[out] = {**loaded, "after": _weights(fresh)}
         return results[out]
@@ -302,7 +304,12 @@ def sample_next(fn: Callable, show: bool = True) -> Report:
 
     def draw(f: Callable, row: Tensor, temperature: float, top_p: float) -> Tensor:
         with seeded(3):  # a sampler that ignores `generator` draws from the global one: keep that as it was
-            ids = f(row.repeat(DRAWS, 1), temperature, top_p, generator=torch.Generator().manual_seed(1))
+            try:
+                ids = f(row.repeat(DRAWS, 1), temperature, top_p, generator=torch.Generator().manual_seed(1))
+            except RuntimeError as e:  # torch.multinomial refuses inf or NaN probabilities: the rule below names why
+                if "inf" not in str(e) and "nan" not in str(e):
+                    raise
+                return torch.full((len(row),), float("nan"), dtype=torch.float64)
         if not isinstance(ids, Tensor) or ids.numel() != DRAWS:
             raise ValueError(f"expected one id for each of the {DRAWS} rows, got {getattr(ids, 'shape', type(ids).__name__)}")
         return _frequencies(ids, len(row))
