@@ -50,9 +50,7 @@ def setup() -> None:
         print(f"+ creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
     run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    # --no-compile: Python compiles each module the first time it is imported (and caches it), so
-    # byte-compiling all of torch and Jupyter up front would only cost a minute of a fresh install
-    run(PY, "-m", "pip", "install", "--quiet", "--no-compile", "-r", "requirements-ci.txt", "-e", ".")
+    run(PY, "-m", "pip", "install", "--quiet", "-r", "requirements-ci.txt", "-e", ".")
     stamp.write_text(digest)
 
 

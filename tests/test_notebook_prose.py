@@ -93,7 +93,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "20": CHOICE + ": warm-up steps",
         "1.0": CHOICE + ": the clipping threshold",
         "100": CHOICE + ": training steps",
-        "16": CHOICE + ": windows per batch",
+        "16": CHOICE + ": the 17M configuration's heads",
         "50": CHOICE + ": steps between evaluations",
         "10": CHOICE + ": validation batches; the extra steps of exercise 3",
         "256": CHOICE + ": the 17M configuration's context",
