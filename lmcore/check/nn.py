@@ -2,21 +2,20 @@
 
 A module's check builds the reader's class with the stub's signature, gives it the reference's
 weights (so both compute with the same numbers) and compares outputs case by case. Modules draw
-their first weights from torch's global generator, so every check runs inside :func:`_own_rng`.
+their first weights from torch's global generator, so every check runs inside :func:`~lmcore.check.report.seeded`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 from .. import nn as ref
 from ..model import ModelConfig, TransformerBlock, TransformerLM
-from .report import Checker, Mistake, Report, register
+from .report import Checker, Mistake, Report, register, seeded
 
 __all__ = ["linear", "embedding", "rmsnorm", "silu", "swiglu", "softmax", "scaled_dot_product_attention", "rope",
            "multihead_self_attention", "transformer_block", "transformer_lm"]
@@ -31,15 +30,6 @@ def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32, scale
 def _ids(*shape: int, vocab: int, seed: int = 0) -> Tensor:
     """Random token ids, seeded like :func:`_randn`."""
     return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
-
-
-@contextmanager
-def _own_rng(seed: int = 0) -> Iterator[None]:
-    """Run with torch's global generator seeded, and restore it afterwards: the reference's weights are the same
-    every run, and the notebook that called the check draws the same numbers after it as before."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def _tol(dtype: torch.dtype) -> dict[str, float]:
@@ -139,7 +129,7 @@ def linear(cls: type, show: bool = True) -> Report:
         ((5, 3), {"dtype": torch.bfloat16}, [("bfloat16", _randn(4, 5, seed=6, dtype=torch.bfloat16))]),
     ]
     names = "one parameter, weight, shaped (out_features, in_features), no bias; pass dtype to torch.empty"
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "Linear", ref.Linear, layouts, names):
             for name, x in inputs:
                 c.case(name, lambda _, m=m, x=x: m(x.clone()), r(x),
@@ -162,7 +152,7 @@ def embedding(cls: type, show: bool = True) -> Report:
         ((10, 4), {"dtype": torch.float64}, [("float64 table", _ids(2, 5, vocab=10, seed=5))]),
     ]
     names = "one parameter, weight, shaped (num_embeddings, embedding_dim): row i is token i's vector"
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "Embedding", ref.Embedding, layouts, names):
             dtype = r.weight.dtype
             for name, ids in inputs:
@@ -217,7 +207,7 @@ def rmsnorm(cls: type, show: bool = True) -> Report:
         ((8, 1e-5), {"dtype": torch.float64}, [("float64", _randn(4, 8, seed=7, dtype=torch.float64))]),
         ((8, 1e-5), {"dtype": torch.bfloat16}, [("bfloat16", _randn(4, 8, seed=8, dtype=torch.bfloat16))]),
     ]
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "RMSNorm", ref.RMSNorm, layouts, "one parameter, weight (the gain), shaped (d_model,)"):
             for name, x in inputs:
                 c.case(name, lambda _, m=m, x=x: m(x.clone()), r(x), mistakes=_rmsnorm_mistakes(x, r),
@@ -269,7 +259,7 @@ def swiglu(cls: type, show: bool = True) -> Report:
         ((8, 12), {"dtype": torch.float64}, [("float64", _randn(4, 8, seed=5, dtype=torch.float64))]),
     ]
     names = "three Linear layers: w1 and w3 map d_model -> d_ff, w2 maps d_ff -> d_model"
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "SwiGLU", ref.SwiGLU, layouts, names):
             for name, x in inputs:
                 c.case(name, lambda _, m=m, x=x: m(x.clone()), r(x), mistakes=_swiglu_mistakes(x, r), rules=[_keeps_dtype(x)])
@@ -432,7 +422,7 @@ def rope(cls: type, show: bool = True) -> Report:
         ("bfloat16", _randn(3, 8, seed=8, dtype=torch.bfloat16), torch.arange(4, 7)),
     ]
     names = "RoPE learns nothing: keep cos and sin as buffers (register_buffer(..., persistent=False)), not parameters"
-    with _own_rng():
+    with seeded():
         layouts = [((10_000.0, 8, 16), {}, cases)]
         for m, r, inputs in _built(c, "RotaryPositionalEmbedding", ref.RotaryPositionalEmbedding, layouts, names):
             for name, x, pos in inputs:
@@ -504,7 +494,7 @@ def multihead_self_attention(cls: type, show: bool = True) -> Report:
     layouts = [((16, 4, None), {"dtype": torch.float32}, without_rope), ((16, 4, rot), {"dtype": torch.float32}, with_rope),
                ((16, 4, rot), {"dtype": torch.float64}, float64)]
     names = "four (d_model, d_model) Linear layers: q_proj, k_proj, v_proj, output_proj"
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "MultiHeadSelfAttention", ref.MultiHeadSelfAttention, layouts, names):
             for name, x, pos in inputs:
                 c.case(name, lambda _, m=m, x=x, pos=pos: _with_positions(m, x, pos), r(x, pos),
@@ -559,7 +549,7 @@ def transformer_block(cls: type, show: bool = True) -> Report:
     ]
     rot = ref.RotaryPositionalEmbedding(config.rope_theta, 4, config.context_length)
     names = "ln1 and ln2 (RMSNorm), attn (MultiHeadSelfAttention: q_proj, k_proj, v_proj, output_proj), ffn (SwiGLU: w1, w2, w3)"
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "TransformerBlock", TransformerBlock, [((config, rot), {}, cases)], names):
             for name, x, pos in inputs:
                 c.case(name, lambda _, m=m, x=x, pos=pos: _with_positions(m, x, pos), r(x, pos),
@@ -596,7 +586,7 @@ def transformer_lm(cls: type, show: bool = True) -> Report:
         ("non-contiguous ids (transposed)", _ids(6, 2, vocab=32, seed=4).T),
     ]
     names = "token_embeddings, layers.{i} (ln1, attn, ln2, ffn), ln_final, lm_head: the reference's names"
-    with _own_rng():
+    with seeded():
         for m, r, inputs in _built(c, "TransformerLM", TransformerLM, [((config,), {}, cases)], names):
             for name, ids in inputs:
                 c.case(name, lambda _, m=m, ids=ids: m(ids.clone()), r(ids), mistakes=_lm_mistakes(ids, r))

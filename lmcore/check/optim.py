@@ -13,16 +13,10 @@ from torch import Tensor
 
 from .. import nn as ref_nn
 from .. import optim as ref
-from .nn import _randn
+from .nn import _ids, _randn
 from .report import Checker, Mistake, Report, compare, register
 
 __all__ = ["cross_entropy", "adamw", "cosine_lr", "clip_grad_norm"]
-
-
-def _targets(*shape: int, vocab: int, seed: int) -> Tensor:
-    """Random token ids, from a generator of their own like :func:`_randn`'s inputs."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, shape, generator=g)
 
 
 @contextmanager
@@ -105,11 +99,11 @@ def cross_entropy(fn: Callable, show: bool = True) -> Report:
         ]
 
     cases = [
-        ("random (4, 7)", _randn(4, 7, seed=1, scale=2.0), _targets(4, vocab=7, seed=1)),
+        ("random (4, 7)", _randn(4, 7, seed=1, scale=2.0), _ids(4, vocab=7, seed=1)),
         ("logits of +-1000", torch.tensor([[1000.0, 999.0, -1000.0], [-1000.0, -1000.0, -999.0]]), torch.tensor([1, 2])),
         ("logits of 1e4", torch.tensor([[1e4, 0.0, -1e4], [-1e4, 1e4, 0.0]]), torch.tensor([0, 2])),
-        ("extra batch dims (2, 3, 5)", _randn(2, 3, 5, seed=2, scale=3.0), _targets(2, 3, vocab=5, seed=2)),
-        ("float64", _randn(3, 6, seed=3, dtype=torch.float64), _targets(3, vocab=6, seed=3)),
+        ("extra batch dims (2, 3, 5)", _randn(2, 3, 5, seed=2, scale=3.0), _ids(2, 3, vocab=5, seed=2)),
+        ("float64", _randn(3, 6, seed=3, dtype=torch.float64), _ids(3, vocab=6, seed=3)),
     ]
     a_tensor = (lambda g: not isinstance(g, Tensor), "return a tensor, not a Python number: training calls .backward() on it")
     one_number = (lambda g: g.shape != (), "return one number (shape ()): the mean over every position")
@@ -124,7 +118,7 @@ def cross_entropy(fn: Callable, show: bool = True) -> Report:
         if not c.ok:
             return c.done(show)
 
-    logits, targets = _randn(3, 5, seed=4, dtype=torch.float64), _targets(3, vocab=5, seed=4)
+    logits, targets = _randn(3, 5, seed=4, dtype=torch.float64), _ids(3, vocab=5, seed=4)
     c.case(
         "gradient (p - y) / N", lambda f: _grad_of(f, logits, targets), _grad_of(ref_nn.cross_entropy, logits, targets),
         mistakes=[Mistake(summed, lambda: _grad_of(ref_nn.cross_entropy, logits, targets) * targets.numel())],
