@@ -90,10 +90,6 @@ class TrainConfig:
 _FALSE, _TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
 
 
-def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """``value`` (text from the command line, or a YAML/JSON value) as ``kind``, else ``ValueError``.
 
@@ -156,8 +152,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
 
 def _apply(data: dict, key: str, value: Any) -> None:
     """Set ``a.b=value`` in nested dicts, read by the field's type; unknown keys are refused."""
-    fields = _field_types(TrainConfig)
-    model_fields = _field_types(ModelConfig)
+    fields, model_fields = typing.get_type_hints(TrainConfig), typing.get_type_hints(ModelConfig)
     head, _, rest = key.partition(".")
     if head == "bf16":
         raise ValueError("config key 'bf16' is now 'precision': auto, bf16 (was on), fp16 or fp32 (was off)")

@@ -330,25 +330,13 @@ def run_plan(scale: str = "committed", device: str = "cpu", threads: int | None 
     }
 
 
-#: TrainConfig's old ``bf16`` setting, as the ``precision`` that replaced it (same behaviour)
-_BF16_AS_PRECISION = {"auto": "auto", "on": "bf16", "off": "fp32"}
-
-
 #: the committed run, shipped inside the package so that the chapter finds it wherever lmcore is installed
 COMMITTED = Path(__file__).resolve().parent / "results" / "ch7-experiments.json"
 
 
 def load(path: str | os.PathLike = COMMITTED) -> dict[str, Any]:
-    """A results file written by ``python -m lmcore.experiments run`` (by default the committed run).
-
-    Runs recorded before ``TrainConfig.bf16`` became ``precision`` have their setting read as the
-    precision it meant (``auto`` stays ``auto``), so their configs compare with today's.
-    """
-    results = json.loads(Path(path).read_text())
-    for run in results.get("runs", []):
-        if "bf16" in run["config"]:
-            run["config"]["precision"] = _BF16_AS_PRECISION[run["config"].pop("bf16")]
-    return results
+    """A results file written by ``python -m lmcore.experiments run`` (by default the committed run)."""
+    return json.loads(Path(path).read_text())
 
 
 def _git_commit() -> str:

@@ -75,21 +75,24 @@ def _key_map(config: ModelConfig) -> dict[str, str]:
     return keys
 
 
+def _converted(source: dict[str, Tensor], config: ModelConfig, to_llama: bool) -> dict[str, Tensor]:
+    """``source``'s weights under the other model's names, q and k rows reordered for its RoPE."""
+    state = {}
+    for mine, theirs in _key_map(config).items():
+        w = source[mine if to_llama else theirs].detach().clone()
+        if mine.endswith(("q_proj.weight", "k_proj.weight")):
+            w = _interleaved_to_halves(w, config.num_heads, inverse=not to_llama)
+        state[theirs if to_llama else mine] = w
+    return state
+
+
 def to_llama(model: TransformerLM, attn_implementation: str = "eager"):
     """A ``LlamaForCausalLM`` with ``model``'s weights (float32 copies)."""
     from transformers import LlamaForCausalLM
 
-    config = model.config
-    llama = LlamaForCausalLM(to_llama_config(config)).to(dtype=next(model.parameters()).dtype)
+    llama = LlamaForCausalLM(to_llama_config(model.config)).to(dtype=next(model.parameters()).dtype)
     llama.config._attn_implementation = attn_implementation
-    ours = model.state_dict()
-    state = {}
-    for mine, theirs in _key_map(config).items():
-        w = ours[mine].detach().clone()
-        if mine.endswith(("q_proj.weight", "k_proj.weight")):
-            w = _interleaved_to_halves(w, config.num_heads)
-        state[theirs] = w
-    llama.load_state_dict(state, strict=True)
+    llama.load_state_dict(_converted(model.state_dict(), model.config, to_llama=True), strict=True)
     return llama.eval()
 
 
@@ -134,12 +137,5 @@ def from_llama(llama) -> TransformerLM:
         rope_theta=float(theta), norm_eps=c.rms_norm_eps,
     )
     model = TransformerLM(config, dtype=next(llama.parameters()).dtype)
-    theirs = llama.state_dict()
-    state = {}
-    for mine, name in _key_map(config).items():
-        w = theirs[name].detach().clone()
-        if mine.endswith(("q_proj.weight", "k_proj.weight")):
-            w = _interleaved_to_halves(w, config.num_heads, inverse=True)
-        state[mine] = w
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(_converted(llama.state_dict(), config, to_llama=False), strict=True)
     return model

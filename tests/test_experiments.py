@@ -1,6 +1,5 @@
 """Chapter 7's experiments: the plan, the adaptive grid, sweeps, summaries, and the committed results file."""
 
-import json
 import math
 
 import pytest
@@ -62,15 +61,6 @@ def test_batch_sizes_see_equal_tokens_and_validation_windows():
     assert ex.run_config(the_plan, "SiLU FFN", 0, 0, DATA, "x").model.d_ff == 4 * base.model.d_model
     assert ex.run_config(the_plan, "post-norm", 0, 0, DATA, "x").model.norm == "post"
     assert ex.plan("live")["base"]["model"]["d_model"] < the_plan["base"]["model"]["d_model"]
-
-
-def test_load_reads_the_old_bf16_setting_as_its_precision(tmp_path):
-    built = ex.stored_config(ex.run_config(ex.plan("live"), "baseline", 0, 0, DATA, "x"))
-    for old, new in (("auto", "auto"), ("on", "bf16"), ("off", "fp32")):
-        stored = {**{k: v for k, v in built.items() if k != "precision"}, "bf16": old}
-        (tmp_path / "r.json").write_text(json.dumps({"runs": [{"config": stored}]}))
-        assert ex.load(tmp_path / "r.json")["runs"][0]["config"] == {**built, "precision": new}
-    assert '"bf16": "auto"' in ex.COMMITTED.read_text()  # the committed run predates the rename
 
 
 def test_stored_config_leaves_out_where_a_run_ran():

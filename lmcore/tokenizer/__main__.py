@@ -18,20 +18,19 @@ from .train import train_bpe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmcore.tokenizer", description="Train and apply byte-level BPE.")
+    common = argparse.ArgumentParser(add_help=False)  # the options both commands take
+    common.add_argument("--workers", type=int, default=os.cpu_count())
+    common.add_argument("--errors", choices=("strict", "replace"), default="strict", help="non-UTF-8 bytes: refuse, or U+FFFD")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="learn a vocabulary from a UTF-8 text file")
+    t = sub.add_parser("train", parents=[common], help="learn a vocabulary from a UTF-8 text file")
     t.add_argument("input")
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--special", action="append", default=None, help=f"special token (repeatable; default {ENDOFTEXT})")
-    t.add_argument("--workers", type=int, default=os.cpu_count())
     t.add_argument("--out", required=True, help="tokenizer JSON file to write")
-    t.add_argument("--errors", choices=("strict", "replace"), default="strict", help="bytes that are not UTF-8: refuse or U+FFFD")
-    e = sub.add_parser("encode", help="encode a text file to a uint16 array of ids")
+    e = sub.add_parser("encode", parents=[common], help="encode a text file to a uint16 array of ids")
     e.add_argument("tokenizer", help="tokenizer JSON file written by 'train'")
     e.add_argument("input")
-    e.add_argument("--out", required=True)
-    e.add_argument("--workers", type=int, default=os.cpu_count())
-    e.add_argument("--errors", choices=("strict", "replace"), default="strict", help="bytes that are not UTF-8: refuse or U+FFFD")
+    e.add_argument("--out", required=True, help="the uint16 id file to write")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 Each function here has a reference in the core modules and a test that holds the two equal
 (``tests/tokenizer/test_fast.py``). The defaults use this layer: :func:`~lmcore.tokenizer.train_bpe`
 (:func:`fast_pretokenize`, :func:`fast_merge_pretokens`), :func:`~lmcore.tokenizer.load_gpt2` and
-``encode_file`` (:class:`FastTokenizer`: whole tokens, :func:`bpe_pretoken`, batched ``bpe_many``).
+``encode_file`` (:class:`FastTokenizer`: tiktoken where :func:`tiktoken_can_encode`, else :func:`bpe_pretoken`).
 """
 
 from __future__ import annotations
@@ -11,19 +11,20 @@ from __future__ import annotations
 import functools
 import heapq
 import re
-from collections.abc import Mapping, Sequence
-from itertools import chain, filterfalse
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 
-import numpy as np
 import regex
+import tiktoken
 from tqdm import tqdm
 
-from .batch import PairRanks, bpe_many
 from .pretokenize import PRETOKEN_RE, split_special
 from .tokenizer import Tokenizer
 from .train import Merges, Vocab, count_pairs, initial_vocab, merge_pair
 
-__all__ = ["ASCII_PRETOKEN_RE", "FastTokenizer", "bpe_pretoken", "fast_merge_pretokens", "fast_pretokenize"]
+__all__ = [
+    "ASCII_PRETOKEN_RE", "FastTokenizer", "bpe_pretoken", "fast_merge_pretokens", "fast_pretokenize", "tiktoken_can_encode"
+]
 
 # -- pre-tokenizing -------------------------------------------------------------------------------
 #: GPT-2's pattern for ASCII text, in Python's built-in ``re``, which runs it about twice as fast
@@ -108,13 +109,13 @@ def fast_merge_pretokens(
 
 
 # -- encoding -------------------------------------------------------------------------------------
-def bpe_pretoken(pretoken: str, byte_ids: list[int], rank_of: dict[tuple[int, int], int], made: list[int]) -> list[int]:
-    """``Tokenizer.bpe(pretoken)`` with less work a step: ``pair_rank[i]`` is the rank of ``ids[i],
+def bpe_pretoken(pretoken: str | bytes, byte_ids: list[int], rank_of: dict[tuple[int, int], int], made: list[int]) -> list[int]:
+    """``Tokenizer.bpe`` (of text or of raw bytes) with less work a step: ``pair_rank[i]`` is the rank of ``ids[i],
     ids[i + 1]``, so a step's pair is one ``min`` and a merge looks up only the two pairs it changed
-    (the reference ranks every pair again and rebuilds the list). On the distinct non-whole
-    pre-tokens of ``benchmarks/bench_bpe.py``'s four texts: 6.5-32 us each against the reference's
-    16-160 us, 2.4-5x faster (``bpe_many``, 3-9 us each, wins from about 64 at once)."""
-    ids = [byte_ids[b] for b in pretoken.encode("utf-8")]
+    (the reference ranks every pair again and rebuilds the list): 2.4-5x faster on the distinct
+    pre-tokens of ``benchmarks/bench_bpe.py``'s texts. :func:`tiktoken_can_encode` runs it on every
+    token, and a tokenizer whose merges tiktoken cannot replay encodes with it."""
+    ids = [byte_ids[b] for b in (pretoken.encode("utf-8") if isinstance(pretoken, str) else pretoken)]
     none = len(made)  # above every rank: "no merge"
     pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
     while pair_rank and (best := min(pair_rank)) != none:
@@ -130,85 +131,75 @@ def bpe_pretoken(pretoken: str, byte_ids: list[int], rank_of: dict[tuple[int, in
     return ids
 
 
+def tiktoken_can_encode(tokenizer: Tokenizer) -> bool:
+    """Whether tiktoken, given this vocabulary, gives the merges' ids on every input.
+
+    tiktoken does not read a merge list. In a pre-token that is itself a token it returns that
+    token; otherwise it merges, step by step, the two neighbours whose concatenation is the
+    lowest-ranked token, whether or not a merge joins those two. It agrees with the merges when
+    each token is made by one merge, ids rise with the merges' order (tiktoken's ranks are the
+    ids), and BPE on every token's own bytes gives that token back. Why that is enough: the merges
+    BPE makes inside a stretch of tokens are exactly BPE on that stretch alone. So if BPE ever left
+    two neighbours ``u, v`` whose concatenation ``t`` is a token not merged from them, BPE on
+    ``t``'s own bytes would stop at ``[u, v]``, and the last condition says it does not. Checking
+    is one BPE a token: about 0.4 s for GPT-2's 50,000. The ``a b c`` vocabulary of the tests
+    (``b c``, then ``a b``, then ``ab c``) fails it: BPE gives ``a, bc`` and tiktoken ``abc``.
+    """
+    made = tokenizer._made
+    if any(a >= b for a, b in zip(made, made[1:])):
+        return False  # a token made twice, or ids out of the merges' order
+    return all(bpe_pretoken(tokenizer.vocab[t], tokenizer._byte_ids, tokenizer._rank_of, made) == [t] for t in made)
+
+
 class FastTokenizer(Tokenizer):
     """:class:`~lmcore.tokenizer.Tokenizer` with a faster :meth:`encode`, tested to give the same ids.
-    A piece (between special tokens) of ``batch_chars`` characters or more has its new pre-tokens
-    worked out together first (``_learn``); in a shorter one, each where the lookup meets it."""
 
-    batch_chars = 1 << 14  # a story is one piece of about 1,000 characters; a source file with no special token, one piece
-    batch_min = 64  # fewer new pre-tokens than this do not pay for the set-up of a NumPy pass
+    Pre-tokens come from :func:`fast_pretokenize`; a pre-token not in the cache is encoded by
+    tiktoken (BPE in Rust, 0.5-3 us a new pre-token against 5-16 us for :func:`bpe_pretoken`) when
+    :func:`tiktoken_can_encode` says it gives the same ids (GPT-2's and trained vocabularies do),
+    else by :func:`bpe_pretoken`. Special tokens and pre-tokenizing stay this library's, so the ids
+    never depend on tiktoken's own pattern engine.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._pair_ranks = PairRanks(self._rank_of, self._made, self._byte_ids, self.vocab_size)  # the merges as arrays
-        self.__setstate__({})
-
-    def __getstate__(self) -> dict:
-        # sent to encode_file's workers: the whole-token table is rebuilt there, faster than pickled
-        return {k: v for k, v in self.__dict__.items() if k not in ("_whole", "_cache")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._whole = {}  # pre-token -> [id], for each whole token that is text (a piece of a character never is)
-        for i in self.whole_token_ids.tolist():
-            try:
-                self._whole[self.vocab[i].decode("utf-8")] = [i]
-            except UnicodeDecodeError:
-                pass
-        self._cache = _Cache(self)
-
-    @property
-    def whole_token_ids(self) -> np.ndarray:
-        """Ids of the tokens that BPE on their own bytes leaves whole, proved from the merges alone
-        (``PairRanks._whole_tokens`` in ``lmcore.tokenizer.batch`` has the proof): a new pre-token
-        spelling one of them is encoded without running BPE."""
-        return np.flatnonzero(self._pair_ranks.whole)
+        if tiktoken_can_encode(self):
+            tokens = [bytes([b]) for b in range(256)] + [self.vocab[t] for t in self._made]
+            ids = self._byte_ids + self._made
+            # one piece per call: the pattern takes the whole pre-token, which tiktoken then merges
+            encoding = tiktoken.Encoding("lmcore", pat_str=r"(?s).+", mergeable_ranks=dict(zip(tokens, ids)), special_tokens={})
+            self._bpe = encoding.encode_ordinary
+        else:
+            self._bpe = functools.partial(bpe_pretoken, byte_ids=self._byte_ids, rank_of=self._rank_of, made=self._made)
+        self._cache = _Cache(self._bpe, self._cache_size)
 
     def bpe(self, pretoken: str) -> list[int]:
-        return bpe_pretoken(pretoken, self._byte_ids, self._rank_of, self._made)
-
-    def _learn(self, new: set[str]) -> None:
-        """Put new pre-tokens that are not whole tokens in the cache, by BPE on all of them together."""
-        rest = list(filterfalse(self._whole.__contains__, new))  # whole tokens: the cache looks them up
-        if len(rest) >= self.batch_min:
-            if len(self._cache) + len(rest) > self._cache_size:  # bounded memory: start afresh
-                self._cache.clear()
-            self._cache.update(bpe_many(rest, self._pair_ranks))
+        return self._bpe(pretoken)
 
     def encode(self, text: str) -> list[int]:
         """``Tokenizer.encode``, with the ids read from the cache in one loop that stays in C
-        (``map``, ``chain``): a long piece's new pre-tokens are worked out before it."""
+        (``map``, ``chain``); the cache works out a pre-token it lacks."""
         out: list[int] = []
         for piece, is_special in split_special(text, self._special_re):
             if is_special:
                 out.append(self.special_ids[piece])
-                continue
-            pretokens = fast_pretokenize(piece)
-            # a long piece may bring thousands of new pre-tokens (code, a new language): if one in 16 of
-            # its pre-tokens, sampled, holds a few new ones, work all of its new ones out together
-            if len(piece) >= self.batch_chars and len(set(pretokens[::16]).difference(self._cache)) >= 4:
-                self._learn(set(pretokens).difference(self._cache))
-            out.extend(chain.from_iterable(map(self._cache.__getitem__, pretokens)))
+            else:
+                out.extend(chain.from_iterable(map(self._cache.__getitem__, fast_pretokenize(piece))))
         return out
 
 
 class _Cache(dict):
-    """Pre-token -> ids. A pre-token it lacks is worked out when a lookup meets it (``__missing__``,
-    which ``dict``'s own lookup calls): a whole token at once, another by :func:`bpe_pretoken`.
-    Past the tokenizer's ``cache_size`` entries it starts afresh, so memory stays bounded."""
+    """Pre-token -> ids. A pre-token it lacks is encoded when a lookup meets it (``__missing__``,
+    which ``dict``'s own lookup calls). Past ``size`` entries it starts afresh, so memory stays bounded."""
 
-    def __init__(self, tokenizer: FastTokenizer) -> None:
+    def __init__(self, bpe: Callable[[str], list[int]], size: int) -> None:
         super().__init__()
-        self.whole, self.size = tokenizer._whole, tokenizer._cache_size
-        # BPE with the tokenizer's tables, not its bound method: no reference cycle, so a
-        # tokenizer is freed as soon as it is dropped, not at the next full garbage collection
-        self.bpe = functools.partial(bpe_pretoken, byte_ids=tokenizer._byte_ids, rank_of=tokenizer._rank_of,
-                                     made=tokenizer._made)
+        self.bpe, self.size = bpe, size  # the tokenizer's BPE, not the tokenizer: no reference cycle
 
     def __missing__(self, pretoken: str) -> list[int]:
-        ids = self.whole.get(pretoken) or self.bpe(pretoken)
+        pretoken.encode("utf-8")  # a lone surrogate raises here, as in the reference (tiktoken would replace it)
+        ids = self.bpe(pretoken)
         if len(self) >= self.size:
             self.clear()
         self[pretoken] = ids
         return ids
-

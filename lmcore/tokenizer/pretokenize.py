@@ -15,19 +15,20 @@ cuts it the same way. A cut is only made where it cannot change the result (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import regex
 from tqdm import tqdm
 
 __all__ = [
     "ENDOFTEXT", "GPT2_PATTERN", "PRETOKEN_RE", "pretokenize", "check_special_tokens", "special_token_re",
-    "split_special", "first_safe_cut", "last_safe_cut", "find_chunk_boundaries", "read_utf8", "count_pretokens",
-    "worker_pool"
+    "split_special", "first_safe_cut", "last_safe_cut", "find_chunk_boundaries", "read_utf8", "map_chunks", "count_pretokens"
 ]
 
 #: The document separator of GPT-2 and TinyStories, the default special token everywhere.
@@ -202,18 +203,45 @@ def read_utf8(path: str | os.PathLike, start: int, end: int, errors: str = "stri
         ) from None
 
 
-def worker_pool(num_workers: int, initializer=None, initargs: tuple = ()) -> mp.pool.Pool:
-    """A process pool: forked on Linux (cheap, inherits loaded data), spawned elsewhere."""
-    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    return ctx.Pool(num_workers, initializer=initializer, initargs=initargs)
+def map_chunks(path: str | os.PathLike, work: Callable[[str], Any], special_tokens: Sequence[str], num_workers: int,
+               chunk_bytes: int, *, errors: str = "strict", desc: str = "", progress: bool = False) -> Iterator[Any]:
+    """``work(text)`` of each chunk of a UTF-8 file, in file order, computed in ``num_workers`` processes.
+
+    Chunks of about ``chunk_bytes`` are cut by :func:`find_chunk_boundaries`, so each pre-tokenizes
+    and encodes as it does inside the whole file; a progress bar counts the bytes. Each worker
+    receives ``work`` once, when it starts (forked on Linux, so inherited, not copied; spawned
+    elsewhere). Counting pre-tokens and ``Tokenizer.encode_file`` both run on it.
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    bounds = find_chunk_boundaries(path, max(num_workers, -(-size // chunk_bytes)), special_tokens)
+    jobs = [(path, a, b, errors) for a, b in zip(bounds, bounds[1:])]
+    one = num_workers == 1 or len(jobs) == 1
+    if one:
+        _set_work(work)
+    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    with tqdm(total=size, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar, \
+            (contextlib.nullcontext() if one else context.Pool(num_workers, _set_work, (work,))) as pool:
+        for (_, a, b, _), result in zip(jobs, map(_run_chunk, jobs) if one else pool.imap(_run_chunk, jobs)):
+            bar.update(b - a)
+            yield result
 
 
-def _count_chunk(args: tuple[str, int, int, tuple[str, ...], str, Callable[[str], list[str]]]) -> Counter[str]:
-    path, start, end, special_tokens, errors, split = args
-    text = read_utf8(path, start, end, errors)
+_WORK: Callable[[str], Any] | None = None  # what map_chunks runs on each chunk, in this process
+
+
+def _set_work(work: Callable[[str], Any]) -> None:
+    global _WORK
+    _WORK = work
+
+
+def _run_chunk(job: tuple[str, int, int, str]) -> Any:
+    return _WORK(read_utf8(*job))
+
+
+def _count_text(special_tokens: tuple[str, ...], split: Callable[[str], list[str]], text: str) -> Counter[str]:
     counts: Counter[str] = Counter()
-    special_re = special_token_re(special_tokens)
-    for piece, is_special in split_special(text, special_re):
+    for piece, is_special in split_special(text, special_token_re(special_tokens)):
         if not is_special:
             counts.update(split(piece))
     return counts
@@ -236,17 +264,9 @@ def count_pretokens(
     ``ValueError`` naming the file and offset, unless ``errors="replace"``. ``split`` cuts a
     piece into pre-tokens (:func:`~lmcore.tokenizer.pretokenize`, or the fast layer's equal one).
     """
-    path = os.fspath(path)
     specials = tuple(check_special_tokens(special_tokens))
-    num_workers = num_workers or os.cpu_count() or 1
-    size = os.path.getsize(path)
-    bounds = find_chunk_boundaries(path, max(num_workers, -(-size // chunk_bytes)), specials)
-    jobs = [(path, a, b, specials, errors, split) for a, b in zip(bounds, bounds[1:])]
     total: Counter[str] = Counter()
-    one = num_workers == 1 or len(jobs) == 1
-    with tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress) as bar, \
-            (contextlib.nullcontext() if one else worker_pool(num_workers)) as pool:
-        for (_, a, b, *_), counts in zip(jobs, (map if one else pool.imap)(_count_chunk, jobs)):
-            total.update(counts)
-            bar.update(b - a)
+    for counts in map_chunks(path, functools.partial(_count_text, specials, split), specials, num_workers or os.cpu_count() or 1,
+                             chunk_bytes, errors=errors, desc="pre-tokenize", progress=progress):
+        total.update(counts)
     return total

@@ -8,6 +8,7 @@ reference; :class:`~lmcore.tokenizer.fast.FastTokenizer` gives the same ids fast
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import os
@@ -15,20 +16,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import tokenfile
 from . import gpt2
 from .pretokenize import (
     ENDOFTEXT,
     check_special_tokens,
-    find_chunk_boundaries,
     last_safe_cut,
+    map_chunks,
     pretokenize,
-    read_utf8,
     special_token_re,
     split_special,
-    worker_pool,
 )
 from .train import apply_merge
 
@@ -227,34 +225,17 @@ class Tokenizer:
 
         if self.vocab_size > 1 << 16:
             raise ValueError(f"vocab of {self.vocab_size} ids does not fit uint16")
-        size = os.path.getsize(input_path)
-        bounds = find_chunk_boundaries(input_path, max(num_workers, -(-size // chunk_bytes)), self.special_tokens)
-        jobs = [(os.fspath(input_path), a, b, errors) for a, b in zip(bounds, bounds[1:])]
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc="encode", disable=not progress)
         fast = self if isinstance(self, FastTokenizer) else FastTokenizer(self.vocab, self.merges, self.special_tokens)
-        pool = worker_pool(num_workers, _init_worker, (fast,)) if num_workers > 1 else _init_worker(fast)
-        with tokenfile.TokenWriter(output_path, self.vocab_size) as out, bar:
-            try:
-                for (_, a, b, _), arr in zip(jobs, pool.imap(_encode_chunk, jobs) if pool else map(_encode_chunk, jobs)):
-                    out.write(arr)
-                    bar.update(b - a)
-            finally:
-                if pool:
-                    pool.terminate()
+        with tokenfile.TokenWriter(output_path, self.vocab_size) as out:
+            work = functools.partial(_encode_uint16, fast)  # 2 bytes an id back from each worker, not a list
+            for ids in map_chunks(input_path, work, self.special_tokens, num_workers, chunk_bytes, errors=errors,
+                                  desc="encode", progress=progress):
+                out.write(ids)
         return out.count
 
 
-_WORKER: Tokenizer | None = None
-
-
-def _init_worker(tokenizer: Tokenizer) -> None:
-    global _WORKER
-    _WORKER = tokenizer
-
-
-def _encode_chunk(job: tuple[str, int, int, str]) -> np.ndarray:
-    path, start, end, errors = job
-    return np.asarray(_WORKER.encode(read_utf8(path, start, end, errors)), dtype=np.uint16)
+def _encode_uint16(tokenizer: Tokenizer, text: str) -> np.ndarray:
+    return np.asarray(tokenizer.encode(text), dtype=np.uint16)
 
 
 def _as_id(i) -> int:
