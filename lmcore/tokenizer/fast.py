@@ -110,11 +110,11 @@ def fast_merge_pretokens(
 
 # -- encoding -------------------------------------------------------------------------------------
 def bpe_pretoken(pretoken: str | bytes, byte_ids: list[int], rank_of: dict[tuple[int, int], int], made: list[int]) -> list[int]:
-    """``Tokenizer.bpe`` (of text or of raw bytes) with less work a step: ``pair_rank[i]`` is the rank of ``ids[i],
-    ids[i + 1]``, so a step's pair is one ``min`` and a merge looks up only the two pairs it changed
-    (the reference ranks every pair again and rebuilds the list): 2.4-5x faster on the distinct
-    pre-tokens of ``benchmarks/bench_bpe.py``'s texts. :func:`tiktoken_can_encode` runs it on every
-    token, and a tokenizer whose merges tiktoken cannot replay encodes with it."""
+    """``Tokenizer.bpe`` (of text, or of raw bytes) with less work a step: ``pair_rank[i]`` is the
+    rank of ``ids[i], ids[i + 1]``, so a step's pair is one ``min`` and a merge looks up only the two
+    pairs it changed (the reference ranks every pair again and rebuilds the list): 2.4-5x faster on
+    the distinct pre-tokens of ``benchmarks/bench_bpe.py``'s texts. :func:`tiktoken_can_encode` runs
+    it on every token, and a tokenizer whose merges tiktoken cannot replay encodes with it."""
     ids = [byte_ids[b] for b in (pretoken.encode("utf-8") if isinstance(pretoken, str) else pretoken)]
     none = len(made)  # above every rank: "no merge"
     pair_rank = [rank_of.get(pair, none) for pair in zip(ids, ids[1:])]
