@@ -58,32 +58,23 @@ def _check_torch() -> None:
 
 _check_torch()
 
-#: public name -> module that defines it
-_EXPORTS = {
-    "DataError": "data",
-    "fetch": "data",
-    "pick_device": "device",
-    "set_determinism": "device",
-    "matmul_flops_per_second": "device",
-    "check_device": "device",
-    "Tokenizer": "tokenizer",
-    "FastTokenizer": "tokenizer",
-    "load_gpt2": "tokenizer",
-    "train_bpe": "tokenizer",
-    "ModelConfig": "model",
-    "TransformerLM": "model",
-    "cross_entropy": "nn",
-    "TrainConfig": "config",
-    "train_loop": "train",
-    "use_fused_kernels": "kernels",
-    "AdamW": "optim",
-    "cosine_lr": "optim",
-    "clip_grad_norm": "optim",
+#: module -> the public names lmcore re-exports from it
+_FROM = {
+    "data": ["DataError", "fetch"],
+    "device": ["pick_device", "set_determinism", "matmul_flops_per_second", "check_device"],
+    "tokenizer": ["Tokenizer", "FastTokenizer", "load_gpt2", "train_bpe"],
+    "model": ["ModelConfig", "TransformerLM"],
+    "nn": ["cross_entropy"],
+    "config": ["TrainConfig"],
+    "train": ["train_loop"],
+    "kernels": ["use_fused_kernels"],
+    "optim": ["AdamW", "cosine_lr", "clip_grad_norm"],
 }
+_EXPORTS = {name: module for module, names in _FROM.items() for name in names}  # public name -> its module
 _MODULES = [
     "accounting", "budget", "check", "checkpoint", "config", "data", "dataset", "device", "experiments", "generate", "interop",
-    "kernels", "measure",
-    "model", "nn", "optim", "plotting", "safety", "stepview", "texts", "tokenfile", "tokenizer", "train", "unicode",
+    "kernels", "measure", "model", "nn", "optim", "plotting", "safety", "stepview", "texts", "tokenfile", "tokenizer", "train",
+    "unicode",
 ]
 __all__ = sorted([*_EXPORTS, *_MODULES])
 

@@ -15,7 +15,8 @@ import math
 import tempfile
 from dataclasses import dataclass
 
-from .train import TrainConfig, train, with_overrides
+from .config import TrainConfig, with_overrides
+from .train import train
 
 __all__ = ["Budget", "seconds_per_step", "fit_to_budget"]
 

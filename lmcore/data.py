@@ -124,13 +124,10 @@ def cache_dir() -> Path:
     return Path(base) / "lmcore"
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in blocks (the file is never held in memory whole)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _lookup(name: str | DataFile) -> DataFile:
@@ -263,7 +260,7 @@ def _download(entry: DataFile, out, *, progress: bool, timeout: float) -> None:
         reason = getattr(e, "reason", e)
         raise DataError(
             f"{entry.name}: could not download {entry.url} ({reason}). If this machine is offline, "
-            f"copy {entry.filename} into {cache_dir()} by hand or point LMCORE_CACHE_DIR at a "
+            f"copy {entry.filename} into {Path(out.name).parent} by hand or point LMCORE_CACHE_DIR at a "
             "folder that holds it"
         ) from e
     with response:

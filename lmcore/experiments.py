@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .train import TrainConfig, TrainingDiverged, train, with_overrides
+from .config import TrainConfig, with_overrides
+from .safety import TrainingDiverged
+from .train import train
 
 __all__ = [
     "Group", "plan", "rate", "run_config", "stored_config", "run_once", "run_group", "run_plan", "load",
@@ -227,7 +229,7 @@ def at(runs: list[dict], group: str, k: int, seeds: list[int]) -> dict[str, Any]
 def best_of(runs: list[dict], group: str, seeds: list[int]) -> dict[str, Any]:
     """The group's best rate (lowest mean over every seed) as :func:`at` gives it; refused unless bracketed."""
     table = finals(runs, group)
-    k = best_k({j: row for j, row in table.items() if len(row) == len(seeds)}, seeds)
+    k = best_k(table, seeds)
     if not bracketed(table, k):
         raise ValueError(f"{group}: the best rate {rate(k):.2g} was not bracketed by a lower and a higher one")
     return at(runs, group, k, seeds)
@@ -286,7 +288,7 @@ def run_group(the_plan: dict[str, Any], group: str, centre: int, data: dict[str,
                 for seed in seeds:
                     run(j, seed)
         table = finals(runs, group)
-        new = best_k({j: row for j, row in table.items() if all(s in row for s in seeds)}, seeds)
+        new = best_k(table, seeds)
         if new == k:
             break
         k = new
@@ -313,8 +315,7 @@ def run_plan(scale: str = "committed", device: str = "cpu", threads: int | None 
         work = Path(tmp)
         data = {k: str(v) for k, v in prepare_dataset(Tokenizer(vocab, merges, [ENDOFTEXT]), path, work / "data").items()}
         run_group(the_plan, "baseline", 0, data, work, device, runs, log)
-        table = finals(runs, "baseline")
-        centre = best_k({k: row for k, row in table.items() if len(row) == len(the_plan["seeds"])}, the_plan["seeds"])
+        centre = best_k(finals(runs, "baseline"), the_plan["seeds"])
         for group in the_plan["groups"]:
             if group == "baseline":
                 continue

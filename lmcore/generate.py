@@ -83,13 +83,15 @@ def generate(
     cache = model.new_cache() if use_cache else None
     out: list[int] = []
     step_input = ids
-    for _ in range(min(max_new_tokens, room)):
-        logits = model(step_input, cache=cache)[:, -1]
-        nxt = sample_next(logits, temperature, top_p, generator)
-        out.append(int(nxt))
-        if stop_id is not None and out[-1] == stop_id:
-            break
-        ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-        step_input = nxt.view(1, 1) if use_cache else ids
-    model.train(was_training)
+    try:
+        for _ in range(min(max_new_tokens, room)):
+            logits = model(step_input, cache=cache)[:, -1]
+            nxt = sample_next(logits, temperature, top_p, generator)
+            out.append(int(nxt))
+            if stop_id is not None and out[-1] == stop_id:
+                break
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+            step_input = nxt.view(1, 1) if use_cache else ids
+    finally:  # interrupted or not, the model goes back to the mode it was in
+        model.train(was_training)
     return out

@@ -87,7 +87,7 @@ def _converted(source: dict[str, Tensor], config: ModelConfig, to_llama: bool) -
 
 
 def to_llama(model: TransformerLM, attn_implementation: str = "eager"):
-    """A ``LlamaForCausalLM`` with ``model``'s weights (float32 copies)."""
+    """A ``LlamaForCausalLM`` with copies of ``model``'s weights, in their dtype."""
     from transformers import LlamaForCausalLM
 
     llama = LlamaForCausalLM(to_llama_config(model.config)).to(dtype=next(model.parameters()).dtype)

@@ -75,6 +75,11 @@ class ModelConfig:
         return asdict(self)
 
 
+def _norm(c: ModelConfig, device=None, dtype=None) -> nn.Module:
+    """RMSNorm over ``d_model``, or nothing for the no-norm ablation."""
+    return nn.Identity() if c.norm == "none" else RMSNorm(c.d_model, c.norm_eps, device, dtype)
+
+
 class TransformerBlock(nn.Module):
     """Attention then feed-forward, each in a residual branch.
 
@@ -87,17 +92,10 @@ class TransformerBlock(nn.Module):
         super().__init__()
         c = config
         self.norm = c.norm
-
-        def make_norm() -> nn.Module:
-            return nn.Identity() if c.norm == "none" else RMSNorm(c.d_model, c.norm_eps, device, dtype)
-
-        self.ln1 = make_norm()
+        self.ln1 = _norm(c, device, dtype)
         self.attn = MultiHeadSelfAttention(c.d_model, c.num_heads, rope, device, dtype)
-        self.ln2 = make_norm()
-        if c.ffn == "swiglu":
-            self.ffn = SwiGLU(c.d_model, c.d_ff, device, dtype)
-        else:
-            self.ffn = SiLUFeedForward(c.d_model, c.d_ff, device, dtype)
+        self.ln2 = _norm(c, device, dtype)
+        self.ffn = (SwiGLU if c.ffn == "swiglu" else SiLUFeedForward)(c.d_model, c.d_ff, device, dtype)
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, cache: LayerCache | None = None) -> Tensor:
         """``(batch, seq, d_model) -> (batch, seq, d_model)``."""
@@ -118,7 +116,7 @@ class TransformerLM(nn.Module):
         d_head = c.d_model // c.num_heads
         rope = RotaryPositionalEmbedding(c.rope_theta, d_head, c.context_length, device) if c.position == "rope" else None
         self.layers = nn.ModuleList(TransformerBlock(c, rope, device, dtype) for _ in range(c.num_layers))
-        self.ln_final = nn.Identity() if c.norm == "none" else RMSNorm(c.d_model, c.norm_eps, device, dtype)
+        self.ln_final = _norm(c, device, dtype)
         self.lm_head = Linear(c.d_model, c.vocab_size, device, dtype)
         self.check_ids = True  # see check_input
 

@@ -15,19 +15,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "Linear",
-    "Embedding",
-    "RMSNorm",
-    "silu",
-    "SwiGLU",
-    "SiLUFeedForward",
-    "RotaryPositionalEmbedding",
-    "softmax",
-    "cross_entropy",
-    "causal_mask",
-    "scaled_dot_product_attention",
-    "MultiHeadSelfAttention",
-    "LayerCache",
+    "Linear", "Embedding", "RMSNorm", "silu", "SwiGLU", "SiLUFeedForward", "RotaryPositionalEmbedding",
+    "softmax", "cross_entropy", "causal_mask", "scaled_dot_product_attention", "MultiHeadSelfAttention", "LayerCache",
 ]
 
 

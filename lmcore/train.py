@@ -43,19 +43,16 @@ from tqdm import tqdm
 
 from .accounting import mfu, training_flops_per_token
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import PRECISIONS, TrainConfig, load_config, with_overrides
+from .config import TrainConfig, load_config
 from .dataset import batch_from_starts, get_batch, load_tokens
 from .device import autocast, autocast_dtype, pick_device
 from .kernels import fused_cross_entropy, use_fused_kernels
-from .model import ModelConfig, TransformerLM
+from .model import TransformerLM
 from .nn import cross_entropy
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .safety import StopSignals, TrainingDiverged, TrainingInterrupted, is_sound
 
-__all__ = [
-    "TrainConfig", "TrainingDiverged", "TrainingInterrupted", "PRECISIONS", "autocast_dtype", "load_config", "with_overrides",
-    "Parts", "build", "evaluate", "train_loop", "train", "main", "ModelConfig",
-]
+__all__ = ["Parts", "build", "evaluate", "train_loop", "train", "main"]
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -138,7 +135,6 @@ def train_loop(config: TrainConfig) -> list[dict]:
             if valid_tokens is not None and (done % c.eval_every == 0 or done == c.max_steps):
                 record["valid_loss"] = evaluate(run.model, valid_tokens, c, device, run.loss)
             history.append(record)
-    Path(c.out_dir).mkdir(parents=True, exist_ok=True)
     save_checkpoint(Path(c.out_dir) / "checkpoint.pt", run.model, run.optimizer, c.max_steps, model_config=c.model.to_dict())
     return history
 

@@ -92,8 +92,9 @@ def test_offline_message_names_file_and_remedy(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     entry = DataFile("gone", "gone.txt", f"http://127.0.0.1:{port}/x", size=3)
-    with pytest.raises(DataError, match=r"gone: could not download .*LMCORE_CACHE_DIR"):
+    with pytest.raises(DataError, match=r"gone: could not download .*LMCORE_CACHE_DIR") as err:
         fetch(entry, directory=tmp_path, timeout=5)
+    assert f"copy gone.txt into {tmp_path} by hand" in str(err.value)  # the folder fetch was given, not the default
     assert list(tmp_path.iterdir()) == []
 
 

@@ -71,3 +71,22 @@ def test_prompt_may_be_a_tensor_or_numpy(model):
     want = generate(model, [1, 2, 3], 5, temperature=0)
     assert generate(model, torch.tensor([1, 2, 3]), 5, temperature=0) == want
     assert generate(model, np.array([1, 2, 3]), 5, temperature=0) == want
+
+
+def test_the_model_returns_to_its_mode_even_when_interrupted(model, monkeypatch):
+    import lmcore.generate
+
+    model.train()
+    try:
+        generate(model, [1, 2, 3], 3, temperature=0)
+        assert model.training  # back to training mode after generating in eval mode
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(lmcore.generate, "sample_next", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            generate(model, [1, 2, 3], 3)
+        assert model.training
+    finally:
+        model.eval()

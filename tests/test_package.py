@@ -27,6 +27,19 @@ def test_every_module_is_in_the_lazy_table():
         assert getattr(lmcore, name) is importlib.import_module(f"lmcore.{name}")
 
 
+def test_the_names_for_type_checkers_are_the_lazy_ones():
+    """The ``if TYPE_CHECKING:`` imports (what editors read) name exactly the lazy table's modules and names."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(lmcore.__file__).read_text(encoding="utf-8"))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    modules = {a.name for n in block.body if isinstance(n, ast.ImportFrom) and n.module is None for a in n.names}
+    names = {a.name: n.module for n in block.body if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+    assert modules == set(lmcore._MODULES)
+    assert names == lmcore._EXPORTS
+
+
 def _tasks():
     from pathlib import Path
 

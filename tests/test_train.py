@@ -15,6 +15,7 @@ import torch
 
 from lmcore import train as train_mod
 from lmcore.checkpoint import CheckpointError, load_checkpoint
+from lmcore.model import ModelConfig, TransformerLM
 from lmcore.nn import default_d_ff
 from lmcore.train import TrainingDiverged, TrainingInterrupted, autocast_dtype, load_config, train
 
@@ -202,7 +203,7 @@ def test_huge_learning_rate_keeps_only_a_sound_checkpoint(data):
         train(config(data, lr=1e6, checkpoint_every=1, max_steps=30))
     state = load_checkpoint(data / "run" / "checkpoint.pt")
     assert all(bool(w.isfinite().all()) for w in state["model"].values())
-    model = train_mod.TransformerLM(train_mod.ModelConfig(**state["model_config"]))
+    model = TransformerLM(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     x = torch.arange(16).view(1, 16) % 64
     assert bool(model(x).isfinite().all())
@@ -303,7 +304,7 @@ def test_mfu_is_logged_against_a_gpu_peak(data, monkeypatch):
     pretended, to check the arithmetic of the logged value."""
     from lmcore.accounting import training_flops_per_token
 
-    per_token = training_flops_per_token(train_mod.ModelConfig(**MODEL))
+    per_token = training_flops_per_token(ModelConfig(**MODEL))
     # a pretended GPU of peak 1e9 FLOP/s: the meter train() builds on a card whose peak is known
     monkeypatch.setattr(train_mod, "_mfu_meter", lambda cfg, device, amp: lambda tokens_per_s: tokens_per_s * per_token / 1e9)
     history = train(config(data, max_steps=4, eval_every=2, log_every=2))

@@ -19,15 +19,7 @@ import numpy as np
 
 from .. import tokenfile
 from . import gpt2
-from .pretokenize import (
-    ENDOFTEXT,
-    check_special_tokens,
-    last_safe_cut,
-    map_chunks,
-    pretokenize,
-    special_token_re,
-    split_special,
-)
+from .pretokenize import ENDOFTEXT, check_special_tokens, last_safe_cut, map_chunks, pretokenize, special_token_re, split_special
 from .train import apply_merge
 
 __all__ = ["Tokenizer", "load_gpt2"]
@@ -223,10 +215,8 @@ class Tokenizer:
         """
         from .fast import FastTokenizer  # here, not at the top: the fast layer builds on this module
 
-        if self.vocab_size > 1 << 16:
-            raise ValueError(f"vocab of {self.vocab_size} ids does not fit uint16")
-        fast = self if isinstance(self, FastTokenizer) else FastTokenizer(self.vocab, self.merges, self.special_tokens)
-        with tokenfile.TokenWriter(output_path, self.vocab_size) as out:
+        with tokenfile.TokenWriter(output_path, self.vocab_size) as out:  # refuses a vocabulary uint16 cannot hold
+            fast = self if isinstance(self, FastTokenizer) else FastTokenizer(self.vocab, self.merges, self.special_tokens)
             work = functools.partial(_encode_uint16, fast)  # 2 bytes an id back from each worker, not a list
             for ids in map_chunks(input_path, work, self.special_tokens, num_workers, chunk_bytes, errors=errors,
                                   desc="encode", progress=progress):
