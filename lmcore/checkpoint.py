@@ -55,8 +55,7 @@ def save_checkpoint(
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)  # gone already when the rename succeeded
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -78,11 +77,27 @@ def load_checkpoint(
     ``model_config`` (the config of ``model``) must equal the checkpoint's, else
     ``CheckpointError`` names the fields that differ. Returns the whole checkpoint dict.
     """
-    path = Path(path)
+    state = _read(Path(path), map_location)  # tensors and plain data only: nothing in the file runs
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an lmcore checkpoint")
+    saved = state["model_config"]
+    if model_config is not None and saved != model_config:
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {model_config.get(k)!r}"
+                            for k in sorted(set(saved) | set(model_config)) if saved.get(k) != model_config.get(k))
+        raise CheckpointError(f"{path}: checkpoint is for another model config ({details})")
+    if model is not None:
+        _unwrap(model).load_state_dict(state["model"])
+    if optimizer is not None and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load`` with ``weights_only``, each failure turned into a one-line ``CheckpointError``."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # PyTorch's own message suggests weights_only=False, which would run whatever code the
         # file carries: never repeat that advice, only the detail
@@ -98,16 +113,3 @@ def load_checkpoint(
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason}); delete it or use another") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an lmcore checkpoint")
-    if model_config is not None and state["model_config"] != model_config:
-        diff = {k: (state["model_config"].get(k), model_config.get(k))
-                for k in set(state["model_config"]) | set(model_config)
-                if state["model_config"].get(k) != model_config.get(k)}
-        details = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise CheckpointError(f"{path}: checkpoint is for another model config ({details})")
-    if model is not None:
-        _unwrap(model).load_state_dict(state["model"])
-    if optimizer is not None and state["optimizer"] is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    return state
