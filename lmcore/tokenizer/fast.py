@@ -112,8 +112,8 @@ def fast_merge_pretokens(
 def bpe_pretoken(pretoken: str | bytes, byte_ids: list[int], rank_of: dict[tuple[int, int], int], made: list[int]) -> list[int]:
     """``Tokenizer.bpe`` (of text, or of raw bytes) with less work a step: ``pair_rank[i]`` is the
     rank of ``ids[i], ids[i + 1]``, so a step's pair is one ``min`` and a merge looks up only the two
-    pairs it changed (the reference ranks every pair again and rebuilds the list): 2.4-5x faster on
-    the distinct pre-tokens of ``benchmarks/bench_bpe.py``'s texts. :func:`tiktoken_can_encode` runs
+    pairs it changed (the reference ranks every pair again and rebuilds the list): 1.8-5x faster on
+    the distinct pre-tokens of the texts timed (``benchmarks/bench_bpe.py``, the appendix). :func:`tiktoken_can_encode` runs
     it on every token, and a tokenizer whose merges tiktoken cannot replay encodes with it."""
     ids = [byte_ids[b] for b in (pretoken.encode("utf-8") if isinstance(pretoken, str) else pretoken)]
     none = len(made)  # above every rank: "no merge"
@@ -132,22 +132,36 @@ def bpe_pretoken(pretoken: str | bytes, byte_ids: list[int], rank_of: dict[tuple
 
 
 def tiktoken_can_encode(tokenizer: Tokenizer) -> bool:
-    """Whether tiktoken, given this vocabulary, gives the merges' ids on every input.
+    """Whether tiktoken, given this vocabulary, gives BPE's ids on every input.
 
-    tiktoken does not read a merge list. In a pre-token that is itself a token it returns that
-    token; otherwise it merges, step by step, the two neighbours whose concatenation is the
-    lowest-ranked token, whether or not a merge joins those two. It agrees with the merges when
-    each token is made by one merge, ids rise with the merges' order (tiktoken's ranks are the
-    ids), and BPE on every token's own bytes gives that token back. Why that is enough: the merges
-    BPE makes inside a stretch of tokens are exactly BPE on that stretch alone. So if BPE ever left
-    two neighbours ``u, v`` whose concatenation ``t`` is a token not merged from them, BPE on
-    ``t``'s own bytes would stop at ``[u, v]``, and the last condition says it does not. Checking
-    is one BPE a token: about 0.4 s for GPT-2's 50,000. The ``a b c`` vocabulary of the tests
-    (``b c``, then ``a b``, then ``ab c``) fails it: BPE gives ``a, bc`` and tiktoken ``abc``.
+    tiktoken reads ranks, not merges. A pre-token that is itself a token comes back as that token;
+    otherwise tiktoken joins, one place at a time, the two neighbours whose concatenation is the
+    lowest-ranked token, whether or not a merge joins those two. BPE joins the pair of the
+    lowest-ranked merge at every place, left to right. The two agree when
+
+    1. each token is made by one merge, and ids rise with the merges' order (tiktoken's ranks are
+       ids, 32-bit, the largest meaning "none");
+    2. each merge joins tokens made before it (or single bytes);
+    3. BPE on each token's own bytes gives that token back.
+
+    Why that is enough. By 2, a merge using a token made at rank r has a rank above r, so BPE's ranks
+    rise; and as no merge crosses a boundary that survives, BPE on the bytes of any stretch of its
+    tokens passes through the same states. So if BPE ever had neighbours u, v spelling a token t
+    that no merge makes from them, BPE on t's bytes would stop at [u, v], against 3. Hence at each
+    step every pair tiktoken could join is a merge, by 1 the lowest id is BPE's pair, and tiktoken
+    takes its places leftmost first, as BPE does. Meanwhile no new neighbours spell a token of lower
+    rank: its bytes alone would be unfinished past its rank, against 3. A pre-token that is a token
+    comes back whole, as 3 says BPE gives. Checking costs one BPE run per merge.
+
+    Fails 3: ``b c``, ``a b``, ``ab c`` (on ``abc`` BPE gives ``a, bc``, tiktoken ``abc``). Fails 2:
+    ``ca c``, then ``c a`` (on ``caca`` BPE gives ``ca, ca``, tiktoken ``cac, a``).
     """
     made = tokenizer._made
-    if any(a >= b for a, b in zip(made, made[1:])):
-        return False  # a token made twice, or ids out of the merges' order
+    if any(a >= b for a, b in zip(made, made[1:])) or not all(0 <= i < 2**32 - 1 for i in tokenizer._byte_ids + made):
+        return False  # a token made twice, ids out of the merges' order, or an id tiktoken cannot rank
+    made_at = {t: rank for rank, t in enumerate(made)}
+    if any(made_at.get(part, -1) >= rank for pair, rank in tokenizer._rank_of.items() for part in pair):
+        return False  # a merge joins a token that only a later merge makes
     return all(bpe_pretoken(tokenizer.vocab[t], tokenizer._byte_ids, tokenizer._rank_of, made) == [t] for t in made)
 
 
@@ -174,6 +188,7 @@ class FastTokenizer(Tokenizer):
         self._cache = _Cache(self._bpe, self._cache_size)
 
     def bpe(self, pretoken: str) -> list[int]:
+        pretoken.encode("utf-8")  # a lone surrogate raises, as in the reference (tiktoken would replace it)
         return self._bpe(pretoken)
 
     def encode(self, text: str) -> list[int]:
