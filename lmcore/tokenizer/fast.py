@@ -113,7 +113,8 @@ def bpe_pretoken(pretoken: str | bytes, byte_ids: list[int], rank_of: dict[tuple
     """``Tokenizer.bpe`` (of text, or of raw bytes) with less work a step: ``pair_rank[i]`` is the
     rank of ``ids[i], ids[i + 1]``, so a step's pair is one ``min`` and a merge looks up only the two
     pairs it changed (the reference ranks every pair again and rebuilds the list): 1.8-5x faster on
-    the distinct pre-tokens of the texts timed (``benchmarks/bench_bpe.py``, the appendix). :func:`tiktoken_can_encode` runs
+    the distinct pre-tokens of the texts timed in ``benchmarks/bench_bpe.py`` and the appendix (the
+    ratio varies with the text and the run). :func:`tiktoken_can_encode` runs
     it on every token, and a tokenizer whose merges tiktoken cannot replay encodes with it."""
     ids = [byte_ids[b] for b in (pretoken.encode("utf-8") if isinstance(pretoken, str) else pretoken)]
     none = len(made)  # above every rank: "no merge"
@@ -144,14 +145,16 @@ def tiktoken_can_encode(tokenizer: Tokenizer) -> bool:
     2. each merge joins tokens made before it (or single bytes);
     3. BPE on each token's own bytes gives that token back.
 
-    Why that is enough. By 2, a merge using a token made at rank r has a rank above r, so BPE's ranks
-    rise; and as no merge crosses a boundary that survives, BPE on the bytes of any stretch of its
-    tokens passes through the same states. So if BPE ever had neighbours u, v spelling a token t
-    that no merge makes from them, BPE on t's bytes would stop at [u, v], against 3. Hence at each
-    step every pair tiktoken could join is a merge, by 1 the lowest id is BPE's pair, and tiktoken
-    takes its places leftmost first, as BPE does. Meanwhile no new neighbours spell a token of lower
-    rank: its bytes alone would be unfinished past its rank, against 3. A pre-token that is a token
-    comes back whole, as 3 says BPE gives. Checking costs one BPE run per merge.
+    Why that is enough. By 2, a merge using a token made at rank r has a rank above r, so the ranks
+    of the merges BPE applies rise; and as no merge crosses a boundary that survives, BPE on the
+    bytes of any stretch of its tokens passes through the same states. So if BPE ever had neighbours
+    u, v spelling a token t that no merge makes from them, BPE on t's bytes would stop at [u, v],
+    against 3. Hence every pair tiktoken could join is a merge; by 1 the lowest id is the
+    lowest-ranked merge, BPE's pair, and tiktoken takes its places leftmost first, as BPE does.
+    Meanwhile no new neighbours spell a token of lower rank: BPE on that token's bytes would reach
+    them only after its rank, and as its ranks rise it could not then end at it, against 3. So step
+    by step tiktoken stays in BPE's states. A pre-token that is a token comes back whole, as 3 says
+    BPE gives. Checking costs one BPE run per merge.
 
     Fails 3: ``b c``, ``a b``, ``ab c`` (on ``abc`` BPE gives ``a, bc``, tiktoken ``abc``). Fails 2:
     ``ca c``, then ``c a`` (on ``caca`` BPE gives ``ca, ca``, tiktoken ``cac, a``).
@@ -169,10 +172,10 @@ class FastTokenizer(Tokenizer):
     """:class:`~lmcore.tokenizer.Tokenizer` with a faster :meth:`encode`, tested to give the same ids.
 
     Pre-tokens come from :func:`fast_pretokenize`; a pre-token not in the cache is encoded by
-    tiktoken (BPE in Rust, 0.5-3 us a new pre-token against 5-16 us for :func:`bpe_pretoken`) when
-    :func:`tiktoken_can_encode` says it gives the same ids (GPT-2's and trained vocabularies do),
-    else by :func:`bpe_pretoken`. Special tokens and pre-tokenizing stay this library's, so the ids
-    never depend on tiktoken's own pattern engine.
+    tiktoken (BPE in Rust, 5-10x faster than :func:`bpe_pretoken` on a new pre-token in the
+    appendix's timings) when :func:`tiktoken_can_encode` says it gives the same ids (GPT-2's and
+    trained vocabularies do), else by :func:`bpe_pretoken`. Special tokens and pre-tokenizing stay
+    this library's, so the ids never depend on tiktoken's own pattern engine.
     """
 
     def __init__(self, *args, **kwargs) -> None:
