@@ -80,8 +80,7 @@ def load_checkpoint(
     state = _read(Path(path), map_location)  # tensors and plain data only: nothing in the file runs
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lmcore checkpoint")
-    saved = state["model_config"]
-    if model_config is not None and saved != model_config:
+    if model_config is not None and (saved := state["model_config"]) != model_config:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs model {model_config.get(k)!r}"
                             for k in sorted(set(saved) | set(model_config)) if saved.get(k) != model_config.get(k))
         raise CheckpointError(f"{path}: checkpoint is for another model config ({details})")
